@@ -1,0 +1,34 @@
+"""Options and helpers shared by several subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def add_dataset_args(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    parser.add_argument(
+        "--dataset", "-d", required=required, metavar="DATASET",
+        help="a BEIR folder path, or a dataset name under $PRETRIEVER_DATA (e.g. scifact)",
+    )
+    parser.add_argument(
+        "--lenient", action="store_true",
+        help="drop qrels rows that point at unknown queries/documents (with a warning) "
+        "instead of failing",
+    )
+
+
+def show_progress() -> bool:
+    """Progress bars only on an interactive terminal, so logs stay readable."""
+    return sys.stderr.isatty()
+
+
+def print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
+
+
+def warn(message: str) -> None:
+    print(f"pretriever: warning: {message}", file=sys.stderr)

@@ -1,0 +1,76 @@
+"""``pretriever evaluate``: score one or more retrievers on a dataset split, with significance."""
+
+from __future__ import annotations
+
+import argparse
+
+from pretriever.cli._common import add_dataset_args, print_json, show_progress, warn
+
+DESCRIPTION = """\
+Run each --retriever on the judged queries of --split and score it against the qrels.
+A retriever is 'bm25' (built on the fly), an index folder, or a TREC run file. Give
+--retriever several times to compare systems: the first is the baseline, and a paired,
+seeded significance test marks differences with '*'. Judged queries that a run does not
+answer score 0 and are reported."""
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "evaluate", help="evaluate retrievers on a dataset", description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  pretriever evaluate --dataset scifact --retriever bm25\n"
+        "  pretriever evaluate --dataset nfcorpus --retriever bm25 --retriever my.run --json\n"
+        "  pretriever evaluate -d scifact --retriever indexes/scifact-bm25 --save-run bm25.trec",
+    )
+    add_dataset_args(parser)
+    parser.add_argument("--retriever", "-r", action="append", required=True, metavar="R",
+                        help="bm25 | INDEX_DIR | RUN_FILE (repeatable; the first is the baseline)")
+    parser.add_argument("--split", default="test", help="qrels split to evaluate on (default test)")
+    parser.add_argument("--metrics", "-m", nargs="+", metavar="M",
+                        default=["nDCG@10", "Recall@100", "MRR@10", "MAP@100", "P@10"],
+                        help="metric names (default: nDCG@10 Recall@100 MRR@10 MAP@100 P@10)")
+    parser.add_argument("-k", type=int, default=100, help="retrieval depth (default 100)")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object; its 'metrics' key maps names to values")
+    parser.add_argument("--per-query", action="store_true", help="include per-query scores (JSON)")
+    parser.add_argument("--save-run", metavar="FILE", help="write the run as a TREC file")
+    parser.add_argument("--test", default="randomization", choices=["randomization", "t-test"],
+                        help="paired significance test (default randomization)")
+    parser.add_argument("--seed", type=int, default=42, help="seed of the randomization test")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pretriever.data.dataset import load_dataset
+    from pretriever.errors import ConfigError
+    from pretriever.evaluation import compare, evaluate, format_table, parse_metric, to_json
+    from pretriever.retrieval import retrieve
+    from pretriever.runs import write_run
+
+    for metric in args.metrics:
+        parse_metric(metric)  # fail on a typo before any work
+    if args.save_run and len(args.retriever) > 1:
+        raise ConfigError("--save-run takes a single --retriever")
+    if args.k < 1:
+        raise ConfigError(f"-k must be at least 1, got {args.k}")
+    dataset = load_dataset(args.dataset, lenient=args.lenient)
+    qrels = dataset.qrels(args.split)
+    evaluations = []
+    for spec in args.retriever:
+        run, name = retrieve(dataset, spec, split=args.split, k=args.k, progress=show_progress())
+        if args.save_run:
+            write_run(args.save_run, run, name=name.replace(" ", "_"))
+        evaluations.append(evaluate(qrels, run, args.metrics, name=name))
+    comparisons = []
+    if len(evaluations) > 1:
+        comparisons = compare(evaluations, args.metrics[0], test=args.test, seed=args.seed)
+    for message in dataset.warnings:
+        warn(message)
+    if args.json:
+        print_json(to_json(evaluations, comparisons, per_query=args.per_query,
+                           dataset=dataset.name, split=args.split))
+    else:
+        print(f"{dataset.name} / {args.split}: {len(qrels)} judged queries")
+        print(format_table(evaluations, comparisons))
+    return 0

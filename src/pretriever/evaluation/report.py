@@ -1,0 +1,82 @@
+"""Evaluation results as an aligned text table or as JSON: the same numbers either way."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pretriever.evaluation.measures import Evaluation
+from pretriever.evaluation.significance import Comparison
+
+
+def format_table(
+    evaluations: Sequence[Evaluation],
+    comparisons: Sequence[Comparison] = (),
+    *,
+    digits: int = 4,
+) -> str:
+    """One row per run, one column per metric; ``*`` marks a significant difference to the baseline.
+
+    The marker applies to the metric the comparisons were computed on; a legend line says which
+    test and baseline were used.
+    """
+    if not evaluations:
+        return ""
+    metrics = list(evaluations[0].metrics)
+    marks = {(c.name, c.metric): c for c in comparisons}
+    header = ["run", *metrics, "queries"]
+    rows = []
+    for ev in evaluations:
+        cells = [ev.name]
+        for m in metrics:
+            value = f"{ev.metrics[m]:.{digits}f}"
+            c = marks.get((ev.name, m))
+            if c is not None:
+                value += "*" if c.significant else " "
+            elif comparisons:
+                value += " "
+            cells.append(value)
+        cells.append(str(ev.n_queries))
+        rows.append(cells)
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in
+                       enumerate(zip(header, widths)))]
+    lines.append("  ".join("-" * w for w in widths))
+    for r in rows:
+        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
+                               enumerate(zip(r, widths))))
+    if comparisons:
+        c0 = comparisons[0]
+        lines.append(
+            f"* p < {c0.alpha} on {c0.metric} against '{c0.baseline}' (paired {c0.test} test, "
+            f"per query)"
+        )
+        for c in comparisons:
+            lines.append(f"  {c.name}: {c.metric} {c.delta:+.4f}, p = {c.p_value:.4g}")
+    for ev in evaluations:
+        for note in ev.notes:
+            lines.append(f"note ({ev.name}): {note}")
+    return "\n".join(lines)
+
+
+def to_json(
+    evaluations: Sequence[Evaluation],
+    comparisons: Sequence[Comparison] = (),
+    *,
+    per_query: bool = False,
+    **context: Any,
+) -> dict[str, Any]:
+    """One JSON object; with a single run its ``metrics`` key maps metric names to values."""
+    out: dict[str, Any] = dict(context)
+    if len(evaluations) == 1:
+        out.update(evaluations[0].to_dict(per_query=per_query))
+    else:
+        out["metrics"] = evaluations[0].metrics if evaluations else {}
+        out["runs"] = [ev.to_dict(per_query=per_query) for ev in evaluations]
+    if comparisons:
+        out["significance"] = [
+            {"run": c.name, "baseline": c.baseline, "metric": c.metric, "delta": c.delta,
+             "p_value": c.p_value, "significant": c.significant, "test": c.test, "alpha": c.alpha}
+            for c in comparisons
+        ]
+    return out

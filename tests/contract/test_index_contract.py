@@ -1,0 +1,96 @@
+"""One conformance suite for every Index implementation (the scikit-learn style contract)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pretriever.data import load_dataset
+from pretriever.errors import ConfigError, ManifestError, NotBuiltError
+from pretriever.indexes import BM25Index, Index, load_index, search_one
+
+FACTORIES: dict[str, Callable[[], Index]] = {
+    "bm25": lambda: BM25Index(progress=False),
+    "bm25-robertson-nostem": lambda: BM25Index(method="robertson", stemmer="none", k1=0.9, b=0.4,
+                                               progress=False),
+}
+
+
+@pytest.fixture(params=sorted(FACTORIES))
+def make(request: pytest.FixtureRequest) -> Callable[[], Index]:
+    return FACTORIES[request.param]
+
+
+def test_is_an_index(make) -> None:
+    assert isinstance(make(), Index)
+
+
+def test_search_before_build_raises(make) -> None:
+    with pytest.raises(NotBuiltError):
+        make().search({"q": "x"})
+
+
+def test_save_before_build_raises(make, tmp_path: Path) -> None:
+    with pytest.raises(NotBuiltError):
+        make().save(tmp_path / "i")
+
+
+def test_build_returns_self_and_ranks(make, tiny: Path) -> None:
+    ds = load_dataset(tiny)
+    index = make()
+    assert index.build(ds.corpus) is index
+    run = index.search(ds.queries, k=3)
+    assert set(run) == {"q1", "q2", "q3"}
+    assert all(len(hits) <= 3 for hits in run.values())
+    assert next(iter(sorted(run["q1"].items(), key=lambda kv: -kv[1])))[0] == "d1"
+    assert run["q3"] == {}  # no term in common: no results, not arbitrary ones
+    hits = search_one(index, "bread yeast", k=2)
+    assert [h.rank for h in hits] == [1, 2] and {h.doc_id for h in hits} <= {"d3", "d4"}
+
+
+def test_k_validation_and_empty_queries(make, tiny: Path) -> None:
+    index = make().build(load_dataset(tiny).corpus)
+    assert index.search({}, k=5) == {}
+    with pytest.raises(ConfigError):
+        index.search({"q": "bread"}, k=0)
+    assert len(index.search({"q": "electricity water bread"}, k=1000)["q"]) <= 5
+
+
+def test_save_load_round_trip_identical(make, tiny: Path, tmp_path: Path) -> None:
+    ds = load_dataset(tiny)
+    index = make().build(ds.corpus)
+    before = index.search(ds.queries, k=5)
+    index.save(tmp_path / "idx")
+    again = load_index(tmp_path / "idx")
+    assert type(again) is type(index)
+    assert again.search(ds.queries, k=5) == before
+
+
+def test_save_refuses_to_clobber(make, tiny: Path, tmp_path: Path) -> None:
+    index = make().build(load_dataset(tiny).corpus)
+    index.save(tmp_path / "idx")
+    with pytest.raises(Exception, match="already exists"):
+        index.save(tmp_path / "idx")
+    index.save(tmp_path / "idx", overwrite=True)
+
+
+def test_load_detects_corruption(make, tiny: Path, tmp_path: Path) -> None:
+    make().build(load_dataset(tiny).corpus).save(tmp_path / "idx")
+    victim = next(p for p in sorted((tmp_path / "idx").rglob("*")) if p.suffix == ".npy")
+    victim.write_bytes(victim.read_bytes()[:-1] + b"\x07")
+    with pytest.raises(ManifestError, match="checksum"):
+        load_index(tmp_path / "idx")
+
+
+def test_params_are_in_the_manifest(make, tiny: Path, tmp_path: Path) -> None:
+    import json
+
+    index = make()
+    index.build(load_dataset(tiny).corpus).save(tmp_path / "idx")
+    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    assert manifest["kind"] == index.kind
+    assert manifest["params"] == index.params()
+    assert manifest["provenance"]["corpus"]["documents"] == 5
+    assert len(manifest["provenance"]["corpus"]["sha256"]) == 64

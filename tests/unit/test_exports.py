@@ -1,0 +1,31 @@
+"""The public API is small and pinned: adding or removing a name must be a deliberate change."""
+
+import subprocess
+import sys
+
+import pretriever
+
+EXPECTED = [
+    "BM25Index", "ConfigError", "Corpus", "DataFormatError", "DataNotFoundError", "Dataset",
+    "Document", "Evaluation", "Hit", "Index", "ManifestError", "MissingDependencyError",
+    "NotBuiltError", "PretrieverError", "__version__", "compare", "evaluate", "load_dataset",
+    "load_index", "read_corpus", "read_qrels", "read_queries", "read_run", "write_run",
+]
+
+
+def test_all_is_pinned() -> None:
+    assert sorted(pretriever.__all__) == sorted(EXPECTED)
+
+
+def test_every_exported_name_resolves() -> None:
+    for name in pretriever.__all__:
+        assert getattr(pretriever, name) is not None
+
+
+def test_import_is_light() -> None:
+    code = (
+        "import sys, pretriever; heavy = {'torch', 'bm25s', 'ranx', 'numba', 'numpy'} & set(sys.modules);"
+        "print(sorted(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

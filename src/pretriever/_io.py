@@ -25,6 +25,13 @@ from pretriever.errors import DataFormatError, DataNotFoundError, PretrieverErro
 _BOM = b"\xef\xbb\xbf"
 
 
+def _umask() -> int:
+    """The process umask (read by setting and restoring it: there is no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_dir(final: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``final``; rename it to ``final`` only if the block succeeds.
@@ -43,10 +50,15 @@ def atomic_dir(final: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it owner-only; a saved index is not
         if final.exists():
             old = final.with_name(f".{final.name}.old-{os.getpid()}")
             os.replace(final, old)
-            os.replace(tmp, final)
+            try:
+                os.replace(tmp, final)
+            except BaseException:
+                os.replace(old, final)  # put the previous version back
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)
@@ -68,6 +80,7 @@ def atomic_file(final: str | Path, mode: str = "w") -> Iterator[Any]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it owner-only
         os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -123,6 +136,11 @@ class LineReader:
                 try:
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError as exc:
+                    if not raw.endswith(b"\n") and exc.end >= len(raw.rstrip(b"\r")):
+                        raise DataFormatError(
+                            self.path, number, "ends inside a multi-byte character",
+                            "the file looks truncated; re-export it",
+                        ) from None
                     raise DataFormatError(
                         self.path,
                         number,

@@ -6,6 +6,7 @@ the same ranking everywhere (files, evaluation, printed results), whatever the i
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from pretriever._io import LineReader, atomic_file
@@ -61,6 +62,9 @@ def read_run(path: str | Path) -> tuple[Run, str]:
             score = float(score_text)
         except ValueError:
             raise DataFormatError(reader.path, number, f"score '{score_text}' is not a number") from None
+        if not math.isfinite(score):
+            raise DataFormatError(reader.path, number, f"score '{score_text}' is not finite",
+                                  "scores must be real numbers")
         scores = run.setdefault(qid, {})
         if doc_id in scores:
             raise DataFormatError(

@@ -61,3 +61,41 @@ def test_line_reader_bom_crlf_and_digest(tmp_path: Path) -> None:
     reader = LineReader(path)
     assert list(reader) == [(1, "one"), (2, "two")]
     assert reader.sha256 is not None and len(reader.sha256) == 64
+
+
+def test_saved_artefacts_are_readable_by_others(tmp_path: Path) -> None:
+    import os
+
+    old = os.umask(0o022)
+    try:
+        with atomic_dir(tmp_path / "d") as tmp:
+            (tmp / "x").write_text("1")
+        with atomic_file(tmp_path / "f") as handle:
+            handle.write("1")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "f").stat().st_mode & 0o777 == 0o644
+
+
+def test_failed_swap_restores_the_previous_version(tmp_path: Path, monkeypatch) -> None:
+    import os
+
+    final = tmp_path / "out"
+    with atomic_dir(final) as tmp:
+        (tmp / "v").write_text("1")
+    real_replace = os.replace
+    calls = []
+
+    def flaky(src, dst):
+        calls.append((src, dst))
+        if len(calls) == 2:  # the new folder into place
+            raise OSError("disk gone")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr("pretriever._io.os.replace", flaky)
+    with pytest.raises(OSError), atomic_dir(final, overwrite=True) as tmp:
+        (tmp / "v").write_text("2")
+    monkeypatch.undo()
+    assert (final / "v").read_text() == "1"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]

@@ -250,11 +250,6 @@ def test_missing_final_newline_on_a_complete_line_is_fine(tmp_path: Path) -> Non
     assert corpus.texts[-1] == DOCS[-1]["text"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: _io.py:124-131 blames the encoding (hint: iconv -f latin1) for a file cut inside "
-    "a multi-byte character on its last line, instead of saying it looks truncated",
-)
 def test_truncated_inside_a_multibyte_character_says_truncated(tmp_path: Path) -> None:
     data = jsonl(DOCS[:4]) + '{"_id": "d5", "text": "café'.encode()[:-1]  # cut inside "é"
     path = tmp_path / "corpus.jsonl"
@@ -400,11 +395,6 @@ def test_identical_duplicate_qrels_are_tolerated_and_counted(tmp_path: Path) -> 
     assert dataset.warnings == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: qrels.py:78-82 takes any first row whose last cell is not a number for a header, "
-    "so a headerless file's bad first row is silently dropped",
-)
 def test_headerless_qrels_bad_first_grade_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "test.txt"
     path.write_text("q1 0 d1 abc\nq1 0 d5 1\n", encoding="utf-8")
@@ -555,7 +545,6 @@ def test_empty_run_is_an_error(tmp_path: Path) -> None:
     assert info.value.message == "the run file is empty"
 
 
-@pytest.mark.xfail(strict=True, reason="bug: runs.py:60-62 accepts 'nan' and 'inf' as scores")
 @pytest.mark.parametrize("score", ["nan", "inf", "-inf"])
 def test_run_with_non_finite_score_is_an_error(tmp_path: Path, score: str) -> None:
     path = tmp_path / "bad.run"
@@ -866,3 +855,16 @@ def test_beir_download_of_a_bad_zip_leaves_nothing(
         load_dataset("scifact")
     assert siblings(data_root) == []
     assert not (tmp_path / "evil.txt").exists()
+
+
+def test_corpus_from_documents_validates_items() -> None:
+    from pretriever.data import Corpus
+    from pretriever.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no usable id"):
+        Corpus.from_documents([{"text": "no id"}])
+    with pytest.raises(ConfigError, match="duplicate id 'a'"):
+        Corpus.from_documents([{"_id": "a", "text": "x"}, {"_id": "a", "text": "y"}])
+    with pytest.raises(ConfigError, match="must be strings"):
+        Corpus.from_documents([{"_id": "a", "text": None}])
+    assert Corpus.from_documents([{"_id": 7, "title": None, "text": "t"}]).ids == ["7"]

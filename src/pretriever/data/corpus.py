@@ -48,19 +48,25 @@ class Corpus:
         ids: list[str] = []
         titles: list[str] = []
         texts: list[str] = []
-        for doc in documents:
+        seen: dict[str, int] = {}
+        for i, doc in enumerate(documents):
             if isinstance(doc, Document):
-                ids.append(doc.id)
-                titles.append(doc.title)
-                texts.append(doc.text)
+                doc_id, title, text = doc.id, doc.title, doc.text
             else:
-                ids.append(str(_first(doc, ID_KEYS)))
-                titles.append(doc.get("title") or "")
-                texts.append(_first(doc, TEXT_KEYS) or "")
+                doc_id, title, text = _first(doc, ID_KEYS), doc.get("title"), _first(doc, TEXT_KEYS)
+            if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)) or not str(doc_id).strip():
+                raise ConfigError(f"document #{i} has no usable id (found {doc_id!r}); give '_id'")
+            if not isinstance(text, str) or not (title is None or isinstance(title, str)):
+                raise ConfigError(f"document #{i} ('{doc_id}'): 'text' and 'title' must be strings")
+            doc_id = str(doc_id).strip()
+            if doc_id in seen:
+                raise ConfigError(f"document #{i}: duplicate id '{doc_id}' (first at #{seen[doc_id]})")
+            seen[doc_id] = i
+            ids.append(doc_id)
+            titles.append(title or "")
+            texts.append(text)
         corpus = cls(ids, titles, texts)
-        duplicates = len(ids) - len(corpus.positions)
-        if duplicates:
-            raise ValueError(f"{duplicates} duplicate document id(s) given")
+        corpus._position = {doc_id: i for i, doc_id in enumerate(ids)}
         return corpus
 
     def __len__(self) -> int:

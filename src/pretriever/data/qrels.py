@@ -35,6 +35,15 @@ class QrelsReport:
         return [text]
 
 
+_HEADER_FIRST = {"query-id", "query_id", "qid", "query", "topic"}
+_HEADER_LAST = {"score", "rel", "relevance", "label", "grade"}
+
+
+def _is_header(cells: list[str]) -> bool:
+    """A header names its columns ("query-id ... score"); a bad first data row is not skipped."""
+    return cells[0].strip().lower() in _HEADER_FIRST or cells[-1].strip().lower() in _HEADER_LAST
+
+
 def _parse_grade(path: Path, number: int, cell: str) -> int:
     try:
         value = float(cell)
@@ -76,10 +85,8 @@ def read_qrels(
                     path, number, f"expected 3 columns (query-id, corpus-id, score) or 4 (TREC: "
                     f"qid iter docid rel), found {width}",
                 )
-            try:
-                float(cells[-1])
-            except ValueError:
-                continue  # header such as "query-id\tcorpus-id\tscore"
+            if _is_header(cells):
+                continue
         if len(cells) != width:
             raise DataFormatError(
                 path, number, f"expected {width} columns like the first row, found {len(cells)}"

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub
 DEFAULT_DATA = REPO.parent / "shared" / "datasets"
 
 
@@ -65,3 +66,11 @@ TINY_QRELS = [("q1", "d1", 2), ("q1", "d5", 1), ("q2", "d4", 1), ("q2", "d3", 0)
 def tiny(tmp_path: Path) -> Path:
     """A valid five-document BEIR folder."""
     return write_beir(tmp_path / "tiny", TINY_DOCS, TINY_QUERIES, TINY_QRELS)
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """One bundled MiniLM encoder shared by every test (loading it costs a second or two)."""
+    from pretriever.encoders.dense import DenseEncoder
+
+    return DenseEncoder("minilm", batch_size=4)

@@ -27,6 +27,15 @@ _EXPORTS = {
     "BM25Index": "pretriever.indexes.bm25",
     "Index": "pretriever.indexes.base",
     "load_index": "pretriever.indexes.base",
+    "FlatIndex": "pretriever.indexes.dense",
+    "FaissIndex": "pretriever.indexes.ann",
+    # encoders
+    "DenseEncoder": "pretriever.encoders.dense",
+    # retrieval
+    "Fusion": "pretriever.retrieval.fusion",
+    "fuse": "pretriever.retrieval.fusion",
+    "Pipeline": "pretriever.retrieval.pipeline",
+    "quickstart": "pretriever._quickstart",
     # runs
     "read_run": "pretriever.runs",
     "write_run": "pretriever.runs",

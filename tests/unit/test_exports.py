@@ -10,6 +10,7 @@ EXPECTED = [
     "Document", "Evaluation", "Hit", "Index", "ManifestError", "MissingDependencyError",
     "NotBuiltError", "PretrieverError", "__version__", "compare", "evaluate", "load_dataset",
     "load_index", "read_corpus", "read_qrels", "read_queries", "read_run", "write_run",
+    "DenseEncoder", "FaissIndex", "FlatIndex", "Fusion", "Pipeline", "fuse", "quickstart",
 ]
 
 

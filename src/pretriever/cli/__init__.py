@@ -12,11 +12,12 @@ import sys
 from collections.abc import Sequence
 
 from pretriever import __version__
-from pretriever.cli import data, evaluate, index, search
+from pretriever.cli import data, evaluate, index, quickstart, search
 from pretriever.errors import ConfigError, PretrieverError
 
 EPILOG = """\
 examples:
+  pretriever quickstart --dataset scifact
   pretriever data check scifact
   pretriever evaluate --dataset scifact --retriever bm25
   pretriever index bm25 --dataset scifact --out indexes/scifact-bm25
@@ -36,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"pretriever {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for module in (data, index, search, evaluate):
+    for module in (quickstart, data, index, search, evaluate):
         module.register(commands)
     return parser
 

@@ -8,7 +8,8 @@ from pretriever.cli._common import add_dataset_args, print_json, show_progress, 
 
 DESCRIPTION = """\
 Run each --retriever on the judged queries of --split and score it against the qrels.
-A retriever is 'bm25' (built on the fly), an index folder, or a TREC run file. Give
+A retriever is 'bm25', 'dense' or 'hybrid' (built on the fly over the corpus; hybrid =
+BM25 + dense, min-max weighted sum), an index or pipeline folder, or a TREC run file. Give
 --retriever several times to compare systems: the first is the baseline, and a paired,
 seeded significance test marks differences with '*'. Judged queries that a run does not
 answer score 0 and are reported."""
@@ -25,7 +26,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     add_dataset_args(parser)
     parser.add_argument("--retriever", "-r", action="append", required=True, metavar="R",
-                        help="bm25 | INDEX_DIR | RUN_FILE (repeatable; the first is the baseline)")
+                        help="bm25 | dense | hybrid | INDEX_DIR | RUN_FILE (repeatable; the first "
+                        "is the baseline)")
+    parser.add_argument("--model", default="minilm",
+                        help="model for dense/hybrid: a sentence-transformers folder or 'minilm' (default)")
     parser.add_argument("--split", default="test", help="qrels split to evaluate on (default test)")
     parser.add_argument("--metrics", "-m", nargs="+", metavar="M",
                         default=["nDCG@10", "Recall@100", "MRR@10", "MAP@100", "P@10"],
@@ -58,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     qrels = dataset.qrels(args.split)
     evaluations = []
     for spec in args.retriever:
-        run, name = retrieve(dataset, spec, split=args.split, k=args.k, progress=show_progress())
+        run, name = retrieve(dataset, spec, split=args.split, k=args.k, progress=show_progress(),
+                             model=args.model)
         if args.save_run:
             write_run(args.save_run, run, name=name.replace(" ", "_"))
         evaluations.append(evaluate(qrels, run, args.metrics, name=name))

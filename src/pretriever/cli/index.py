@@ -1,11 +1,26 @@
-"""``pretriever index bm25 --dataset D --out DIR``: build an index folder."""
+"""``pretriever index bm25|dense|merge``: build index folders."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import time
+from pathlib import Path
 
 from pretriever.cli._common import add_dataset_args, show_progress
+
+DENSE_EPILOG = """\
+examples:
+  pretriever index dense --dataset scifact --out indexes/scifact-dense
+  pretriever index dense --dataset scifact --out indexes/scifact-hnsw --ann hnsw
+  # encode on 4 machines/GPUs (or under torchrun / a scheduler with --shard auto), then merge:
+  pretriever index dense --dataset scifact --out indexes/sf --shard 0/4     # ... up to 3/4
+  pretriever index merge --dataset scifact --out indexes/sf
+
+A killed encoding resumes where it stopped when the same command is run again (the work folder
+DIR.work keeps the finished chunks; it is removed once the index is complete).
+"""
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -30,6 +45,52 @@ def register(commands: argparse._SubParsersAction) -> None:
                       help="Snowball stemmer language (default english) or 'none'")
     bm25.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
     bm25.set_defaults(handler=run_bm25)
+
+    hybrid = sub.add_parser(
+        "hybrid", help="BM25 + dense, fused (a pipeline folder)",
+        description="Build BM25 and a dense index and save them as one pipeline folder whose "
+        "search fuses both runs (min-max normalised weighted sum by default).",
+        epilog="examples:\n  pretriever index hybrid --dataset nfcorpus --out indexes/nf-hybrid "
+        "--tune-on dev\n  pretriever evaluate --dataset nfcorpus --retriever indexes/nf-hybrid",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_dataset_args(hybrid)
+    hybrid.add_argument("--out", "-o", required=True, metavar="DIR", help="pipeline folder to create")
+    hybrid.add_argument("--model", "-m", default="minilm", help="dense model (default: bundled minilm)")
+    hybrid.add_argument("--fusion", default="wsum", choices=["wsum", "rrf"],
+                        help="weighted sum of normalised scores (default) or reciprocal rank fusion")
+    hybrid.add_argument("--norm", default="min-max", choices=["min-max", "z-score"],
+                        help="score normalisation for wsum (default min-max)")
+    hybrid.add_argument("--tune-on", metavar="SPLIT",
+                        help="tune the wsum weights by grid search on this split (train or dev; "
+                        "never test)")
+    hybrid.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
+    hybrid.set_defaults(handler=run_hybrid)
+
+    for name, helptext in (("dense", "dense bi-encoder (exact search, or FAISS with --ann)"),
+                           ("merge", "build a dense index from finished --shard encodings")):
+        p = sub.add_parser(name, help=helptext, description=helptext[0].upper() + helptext[1:] + ".",
+                           epilog=DENSE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        add_dataset_args(p)
+        p.add_argument("--out", "-o", required=True, metavar="DIR", help="index folder to create")
+        p.add_argument("--work", metavar="DIR", help="encoding work folder (default: DIR.work)")
+        p.add_argument("--ann", default="none", choices=["none", "flat", "hnsw", "ivfpq"],
+                       help="none = exact search over memory-mapped vectors (default); flat, hnsw, "
+                       "ivfpq = a FAISS index (needs pretriever[faiss])")
+        p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
+        if name == "dense":
+            p.add_argument("--model", "-m", default="minilm",
+                           help="sentence-transformers folder or hub id; 'minilm' = bundled "
+                           "all-MiniLM-L6-v2 (default)")
+            p.add_argument("--batch-size", type=int, default=32, help="documents per batch (default 32)")
+            p.add_argument("--dtype", default="float32", choices=["float32", "float16"],
+                           help="storage type of the vectors (default float32)")
+            p.add_argument("--shard", metavar="I/N",
+                           help="encode only shard I of N (0-based) into the work folder; 'auto' "
+                           "reads RANK/WORLD_SIZE (torchrun) or SLURM_PROCID/SLURM_NTASKS")
+            p.set_defaults(handler=run_dense)
+        else:
+            p.set_defaults(handler=run_merge)
     parser.set_defaults(handler=lambda args: parser.print_help() or 2)
 
 
@@ -45,4 +106,114 @@ def run_bm25(args: argparse.Namespace) -> int:
     path = index.save(args.out, overwrite=args.overwrite)
     print(f"indexed {len(index):,} documents of {dataset.name} in "
           f"{time.perf_counter() - start:.1f}s -> {path}")
+    return 0
+
+
+def _shard(text: str | None):  # -> Shard | None
+    from pretriever.encoding import Shard
+
+    if text is None:
+        return None
+    if text == "auto":
+        for rank, size in (("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS")):
+            if rank in os.environ and size in os.environ:
+                return Shard(int(os.environ[rank]), int(os.environ[size]))
+        return Shard(0, 1)
+    return Shard.parse(text)
+
+
+def _dense_index(args: argparse.Namespace, encoder: object, work: Path):
+    from pretriever.indexes.ann import FaissIndex
+    from pretriever.indexes.dense import FlatIndex
+
+    common = {"batch_size": getattr(args, "batch_size", 32), "dtype": getattr(args, "dtype", "float32"),
+              "work_dir": work, "progress": show_progress()}
+    if args.ann == "none":
+        return FlatIndex(encoder, **common)
+    return FaissIndex(encoder, index_type=args.ann, **common)
+
+
+def _device_for_rank() -> str | None:
+    """Under torchrun, each process takes the GPU of its LOCAL_RANK."""
+    if "LOCAL_RANK" not in os.environ:
+        return None
+    import torch
+
+    return f"cuda:{os.environ['LOCAL_RANK']}" if torch.cuda.is_available() else None
+
+
+def run_dense(args: argparse.Namespace) -> int:
+    from pretriever.data.dataset import load_dataset
+    from pretriever.encoders.dense import DenseEncoder
+    from pretriever.encoding import encode_shard
+    from pretriever.errors import PretrieverError
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise PretrieverError(f"{out} already exists; choose another folder or pass --overwrite")
+    work = Path(args.work) if args.work else out.with_name(out.name + ".work")
+    dataset = load_dataset(args.dataset, lenient=args.lenient)
+    encoder = DenseEncoder(args.model, batch_size=args.batch_size, device=_device_for_rank())
+    shard = _shard(args.shard)
+    start = time.perf_counter()
+    if shard is not None and shard.count > 1:
+        folder = encode_shard(encoder, dataset.corpus, work, shard=shard, batch_size=args.batch_size,
+                              dtype=args.dtype, progress=show_progress())
+        print(f"shard {shard.index}/{shard.count} of {dataset.name} encoded in "
+              f"{time.perf_counter() - start:.1f}s -> {folder}")
+        print(f"when every shard is done: pretriever index merge --dataset {args.dataset} "
+              f"--work {work} --out {out}" + (f" --ann {args.ann}" if args.ann != "none" else ""))
+        return 0
+    index = _dense_index(args, encoder, work).build(dataset.corpus)
+    index.save(out, overwrite=args.overwrite)
+    shutil.rmtree(work, ignore_errors=True)
+    seconds = time.perf_counter() - start
+    print(f"indexed {len(index):,} documents of {dataset.name} in {seconds:.1f}s "
+          f"({len(index) / seconds:.1f} docs/s) -> {out}")
+    return 0
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    from pretriever.data.dataset import load_dataset
+    from pretriever.errors import PretrieverError
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise PretrieverError(f"{out} already exists; choose another folder or pass --overwrite")
+    work = Path(args.work) if args.work else out.with_name(out.name + ".work")
+    dataset = load_dataset(args.dataset, lenient=args.lenient)
+    index = _dense_index(args, "minilm", work).build_from_shards(dataset.corpus, work)
+    index.save(out, overwrite=args.overwrite)
+    shutil.rmtree(work, ignore_errors=True)
+    print(f"merged {len(index):,} vectors of {dataset.name} -> {out}")
+    return 0
+
+
+def run_hybrid(args: argparse.Namespace) -> int:
+    from pretriever.data.dataset import load_dataset
+    from pretriever.errors import PretrieverError
+    from pretriever.retrieval.fusion import Fusion
+    from pretriever.retrieval.spec import build_named
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise PretrieverError(f"{out} already exists; choose another folder or pass --overwrite")
+    fusion = Fusion(args.fusion, args.norm)  # validate before minutes of encoding
+    if args.tune_on == "test":
+        from pretriever.errors import ConfigError
+
+        raise ConfigError("fusion weights must not be tuned on the test split; use --tune-on train or dev")
+    dataset = load_dataset(args.dataset, lenient=args.lenient)
+    start = time.perf_counter()
+    pipeline = build_named("hybrid", dataset, model=args.model, progress=show_progress(),
+                           work_dir=out.with_name(out.name + ".work"))
+    pipeline.fusion = fusion
+    if args.tune_on:
+        score = pipeline.tune(dataset.qrels(args.tune_on), dataset.split_queries(args.tune_on),
+                              split=args.tune_on)
+        print(f"tuned weights on {args.tune_on}: {pipeline.fusion.weights} (nDCG@10 {score:.4f} there)")
+    pipeline.save(out, overwrite=args.overwrite)
+    shutil.rmtree(out.with_name(out.name + ".work"), ignore_errors=True)
+    print(f"built hybrid pipeline over {len(dataset.corpus):,} documents of {dataset.name} in "
+          f"{time.perf_counter() - start:.1f}s -> {out}")
     return 0

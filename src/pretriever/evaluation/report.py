@@ -80,3 +80,53 @@ def to_json(
             for c in comparisons
         ]
     return out
+
+
+def bar_chart(evaluations: Sequence[Evaluation], metrics: Sequence[str], path: Any, title: str) -> None:
+    """A grouped bar chart (PNG) of ``metrics`` per system, written atomically (needs matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+    except ImportError:
+        from pretriever.errors import MissingDependencyError
+
+        raise MissingDependencyError("matplotlib", extra="report", feature="report charts") from None
+    from pretriever._io import atomic_file
+
+    names = [ev.name for ev in evaluations]
+    width = 0.8 / max(1, len(metrics))
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(names), 3.6), dpi=120)
+    for i, metric in enumerate(metrics):
+        values = [ev.metrics[metric] for ev in evaluations]
+        xs = [j + (i - (len(metrics) - 1) / 2) * width for j in range(len(names))]
+        bars = ax.bar(xs, values, width=width * 0.95, label=metric)
+        ax.bar_label(bars, labels=[f"{v:.3f}" for v in values], fontsize=7, padding=2)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylim(0, 1.05)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    with atomic_file(path, "wb") as handle:
+        fig.savefig(handle, format="png")
+    plt.close(fig)
+
+
+def markdown_table(evaluations: Sequence[Evaluation], comparisons: Sequence[Comparison] = ()) -> str:
+    """The leaderboard as a markdown table, with the significance marker and p-values."""
+    metrics = list(evaluations[0].metrics)
+    marks = {(c.name, c.metric): c for c in comparisons}
+    lines = ["| system | " + " | ".join(metrics) + " | p (vs baseline) |",
+             "|---|" + "---:|" * len(metrics) + "---:|"]
+    for ev in evaluations:
+        cells = []
+        p_text = "baseline" if comparisons and ev.name == comparisons[0].baseline else ""
+        for m in metrics:
+            c = marks.get((ev.name, m))
+            cells.append(f"{ev.metrics[m]:.4f}" + ("*" if c is not None and c.significant else ""))
+            if c is not None:
+                p_text = f"{c.p_value:.4g}"
+        lines.append(f"| {ev.name} | " + " | ".join(cells) + f" | {p_text} |")
+    return "\n".join(lines)

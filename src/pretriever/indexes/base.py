@@ -19,6 +19,9 @@ from pretriever.types import Hit, Queries, Run
 # kind -> "module:Class"; imported only when a folder of that kind is loaded.
 INDEX_KINDS: dict[str, str] = {
     "index.bm25": "pretriever.indexes.bm25:BM25Index",
+    "index.dense.flat": "pretriever.indexes.dense:FlatIndex",
+    "index.dense.faiss": "pretriever.indexes.ann:FaissIndex",
+    "index.pipeline": "pretriever.retrieval.pipeline:Pipeline",
 }
 
 

@@ -1,8 +1,8 @@
 """Resolve what ``pretriever evaluate --retriever X`` names and produce its run.
 
-X is a built-in retriever name ("bm25": built on the fly over the dataset's corpus), an index
-folder written by pretriever (searched; refused if built from another corpus), or a TREC run file
-(read as is). The same function serves the CLI and Python callers.
+X is a built-in retriever built on the fly over the dataset's corpus ("bm25", "dense", "hybrid"),
+an index folder written by pretriever (searched; refused if built from another corpus), or a TREC
+run file (read as is). The same function serves the CLI and Python callers.
 """
 
 from __future__ import annotations
@@ -11,33 +11,61 @@ from pathlib import Path
 
 from pretriever.data.dataset import Dataset
 from pretriever.errors import ConfigError, DataNotFoundError
+from pretriever.indexes.base import Index
 from pretriever.types import Run
 
-RETRIEVER_NAMES = ("bm25",)
+RETRIEVER_NAMES = ("bm25", "dense", "hybrid")
+
+
+def build_named(name: str, dataset: Dataset, *, model: str = "minilm", progress: bool = True,
+                work_dir: str | Path | None = None) -> Index:
+    """Build one of the built-in retrievers over ``dataset``'s corpus.
+
+    "hybrid" is BM25 + dense fused by a min-max normalised weighted sum (0.5 / 0.5).
+    """
+    from pretriever.indexes.bm25 import BM25Index
+    from pretriever.indexes.dense import FlatIndex
+    from pretriever.retrieval.pipeline import Pipeline
+
+    if name == "bm25":
+        return BM25Index(progress=progress).build(dataset.corpus)
+    if name == "dense":
+        return FlatIndex(model, progress=progress, work_dir=work_dir).build(dataset.corpus)
+    if name == "hybrid":
+        members = {"bm25": build_named("bm25", dataset, progress=progress),
+                   "dense": build_named("dense", dataset, model=model, progress=progress, work_dir=work_dir)}
+        return Pipeline(members)
+    raise ConfigError(f"unknown retriever '{name}'; choose one of {', '.join(RETRIEVER_NAMES)}")
+
+
+def check_same_corpus(index: Index, dataset: Dataset, path: Path) -> None:
+    """Refuse an index built from another corpus than the dataset's."""
+    info = getattr(index, "corpus_info", {}) or {}
+    built_from = info.get("sha256")
+    if built_from and dataset.corpus.sha256 and built_from != dataset.corpus.sha256:
+        raise ConfigError(
+            f"{path} was built from another corpus ({info.get('source')}) than "
+            f"{dataset.name}'s ({dataset.corpus.source}); rebuild it with "
+            f"`pretriever index ... --dataset {dataset.name}`"
+        )
 
 
 def retrieve(
-    dataset: Dataset, spec: str, *, split: str = "test", k: int = 100, progress: bool = True
+    dataset: Dataset, spec: str, *, split: str = "test", k: int = 100, progress: bool = True,
+    model: str = "minilm",
 ) -> tuple[Run, str]:
     """Run retriever ``spec`` on the judged queries of ``split``; return (run, display name)."""
     from pretriever.indexes.base import load_index
-    from pretriever.indexes.bm25 import BM25Index
     from pretriever.runs import read_run
 
     queries = dataset.split_queries(split)
     if spec in RETRIEVER_NAMES:
-        index = BM25Index(progress=progress).build(dataset.corpus)
+        index = build_named(spec, dataset, model=model, progress=progress)
         return index.search(queries, k=k), spec
     path = Path(spec).expanduser()
     if path.is_dir():
         index = load_index(path)
-        built_from = getattr(index, "corpus_info", {}).get("sha256")
-        if built_from and dataset.corpus.sha256 and built_from != dataset.corpus.sha256:
-            raise ConfigError(
-                f"{path} was built from another corpus ({index.corpus_info.get('source')}) than "
-                f"{dataset.name}'s ({dataset.corpus.source}); rebuild it with "
-                f"`pretriever index ... --dataset {dataset.name}`"
-            )
+        check_same_corpus(index, dataset, path)
         return index.search(queries, k=k), path.name
     if path.is_file():
         run, name = read_run(path)

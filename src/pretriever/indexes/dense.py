@@ -1,0 +1,305 @@
+"""Dense indexes: exact inner-product search over memory-mapped vectors (Karpukhin et al. 2020,
+"Dense Passage Retrieval"), sharing the encode/save/load machinery with the FAISS indexes.
+
+Exact search multiplies the query matrix with the document matrix in row chunks and keeps a
+running top-k, so memory stays bounded by ``chunk_rows`` even when the vectors (opened with
+``mmap``) are larger than RAM.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from pretriever._io import atomic_dir
+from pretriever._manifest import read_manifest, write_manifest
+from pretriever.data.corpus import Corpus
+from pretriever.encoders.base import Encoder
+from pretriever.encoders.dense import DenseEncoder, encoder_from_spec
+from pretriever.encoding import assemble, encode_shard
+from pretriever.errors import ConfigError, NotBuiltError
+from pretriever.types import Queries, Run
+
+FORMAT_VERSION = 1
+
+
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise top-k (indices, values) of a score matrix, sorted by descending score."""
+    n = scores.shape[1]
+    k = min(k, n)
+    if k == n:
+        idx = np.broadcast_to(np.arange(n), scores.shape)
+    else:
+        idx = np.argpartition(scores, n - k, axis=1)[:, n - k :]
+    vals = np.take_along_axis(scores, idx, axis=1)
+    order = np.argsort(-vals, axis=1, kind="stable")
+    return np.take_along_axis(idx, order, axis=1), np.take_along_axis(vals, order, axis=1)
+
+
+SCORE_CELLS = 1 << 24  # query x document scores held at once: 64 MiB of float32
+
+
+def exact_search(queries: np.ndarray, docs: np.ndarray, k: int, chunk_rows: int = 65_536
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Inner-product top-k over ``docs``, bounded in memory whatever the corpus and query count.
+
+    Documents are read ``chunk_rows`` rows at a time (so a memory-mapped matrix larger than RAM
+    works) and queries are scored in blocks so that a block's score matrix stays within
+    ``SCORE_CELLS`` cells; a running top-k per query is merged after each chunk.
+    """
+    n, nq = docs.shape[0], queries.shape[0]
+    k = min(k, n)
+    best_idx = np.zeros((nq, 0), dtype=np.int64)
+    best_val = np.zeros((nq, 0), dtype=np.float32)
+    for start in range(0, n, chunk_rows):
+        block = np.asarray(docs[start : start + chunk_rows], dtype=np.float32)
+        step = max(1, SCORE_CELLS // block.shape[0])
+        idx = np.empty((nq, min(k, block.shape[0])), dtype=np.int64)
+        val = np.empty(idx.shape, dtype=np.float32)
+        for q in range(0, nq, step):
+            i, v = top_k(queries[q : q + step] @ block.T, k)
+            idx[q : q + step], val[q : q + step] = i + start, v
+        if best_idx.shape[1] == 0:
+            best_idx, best_val = idx, val
+            continue
+        merged_idx = np.concatenate([best_idx, idx], axis=1)
+        keep, best_val = top_k(np.concatenate([best_val, val], axis=1), k)
+        best_idx = np.take_along_axis(merged_idx, keep, axis=1)
+    return best_idx, best_val
+
+
+class DenseIndexBase:
+    """Encoding, persistence and query handling shared by every dense index.
+
+    Subclasses implement ``_fit(vectors)``, ``_search_vectors(queries, k)``, ``_save_extra`` and
+    ``_load_extra``.
+    """
+
+    kind: ClassVar[str] = "index.dense"
+    stores_vectors: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        encoder: str | Encoder = "minilm",
+        *,
+        batch_size: int = 32,
+        dtype: str = "float32",
+        work_dir: str | Path | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.encoder = encoder
+        self.batch_size = batch_size
+        self.dtype = dtype
+        self.work_dir = work_dir
+        self.progress = progress
+        self._encoder: Encoder | None = None
+        self._vectors: np.ndarray | None = None
+        self._doc_ids: np.ndarray | None = None
+        self._spec: dict[str, Any] = {}
+        self._corpus_info: dict[str, Any] = {}
+
+    # -- subclass hooks ------------------------------------------------------------------------
+    def _fit(self, vectors: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _search_vectors(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def params(self) -> dict[str, Any]:
+        return {"dtype": self.dtype, "batch_size": self.batch_size}
+
+    def _save_extra(self, folder: Path) -> None:
+        """Write implementation files (the vectors are written by the base class)."""
+
+    def _load_extra(self, folder: Path, params: dict[str, Any]) -> None:
+        """Read implementation files; ``self._vectors`` is already set."""
+
+    # -- shared machinery ----------------------------------------------------------------------
+    def get_encoder(self) -> Encoder:
+        if self._encoder is None:
+            enc = self.encoder
+            self._encoder = DenseEncoder(enc, batch_size=self.batch_size) if isinstance(enc, (str, Path)) \
+                else enc
+        return self._encoder
+
+    @property
+    def is_built(self) -> bool:
+        return self._doc_ids is not None
+
+    def __len__(self) -> int:
+        return 0 if self._doc_ids is None else len(self._doc_ids)
+
+    def _check_built(self) -> None:
+        if not self.is_built:
+            raise NotBuiltError(f"this {type(self).__name__} is not built: call build(corpus) or load(path)")
+
+    def build(self, corpus: Corpus) -> DenseIndexBase:
+        """Encode the corpus (resumably, in ``work_dir`` if given) and index the vectors."""
+        if not isinstance(corpus, Corpus):
+            corpus = Corpus.from_documents(corpus)
+        if len(corpus) == 0:
+            raise ConfigError("cannot build a dense index over an empty corpus")
+        encoder = self.get_encoder()
+        keep = self.work_dir is not None
+        work = Path(self.work_dir) if keep else Path(tempfile.mkdtemp(prefix="pretriever-encode-"))
+        try:
+            encode_shard(encoder, corpus, work, batch_size=self.batch_size, dtype=self.dtype,
+                         progress=self.progress)
+            vectors_path = work / "vectors.npy"
+            assemble(work, vectors_path)
+            self._install(corpus, encoder.spec())
+            self._vectors = np.load(vectors_path)  # in memory: the work folder may go away
+            self._fit(self._vectors)
+        finally:
+            if not keep:
+                shutil.rmtree(work, ignore_errors=True)
+        return self
+
+    def build_from_shards(self, corpus: Corpus, work_dir: str | Path) -> DenseIndexBase:
+        """Index the vectors that ``--shard I/N`` jobs wrote into ``work_dir`` (all finished)."""
+        work_dir = Path(work_dir)
+        vectors_path = work_dir / "vectors.npy"
+        job, _ = assemble(work_dir, vectors_path)
+        if job["corpus"]["sha256"] != corpus.sha256 or job["corpus"]["documents"] != len(corpus):
+            raise ConfigError(f"{work_dir} was encoded from another corpus than the one given")
+        self.dtype = job["dtype"]
+        self.batch_size = job["batch_size"]
+        self._encoder = encoder_from_spec(job["encoder"])
+        self._vectors = np.load(vectors_path)
+        self._install(corpus, job["encoder"])
+        self._fit(self._vectors)
+        return self
+
+    @classmethod
+    def from_vectors(cls, vectors: np.ndarray, corpus: Corpus, encoder: Encoder, **params: Any
+                     ) -> DenseIndexBase:
+        """Index vectors that were already encoded by ``encoder`` (one row per corpus document),
+        e.g. to turn an exact index into an HNSW one without encoding the corpus again."""
+        if vectors.shape[0] != len(corpus):
+            raise ConfigError(f"{vectors.shape[0]} vectors given for {len(corpus)} documents")
+        index = cls(encoder, **params)
+        index._encoder = encoder
+        index._install(corpus, encoder.spec())
+        index._vectors = vectors
+        index._fit(vectors)
+        return index
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """The document vectors in corpus order (memory-mapped after ``load``)."""
+        self._check_built()
+        if self._vectors is None:
+            raise NotBuiltError(f"{type(self).__name__} does not keep the raw vectors")
+        return self._vectors
+
+    def _install(self, corpus: Corpus, spec: dict[str, Any]) -> None:
+        self._doc_ids = np.asarray(corpus.ids, dtype=object)
+        self._corpus_info = corpus.fingerprint()
+        self._spec = spec
+
+    def encoder_spec(self) -> dict[str, Any]:
+        return dict(self._spec)
+
+    def encode_queries(self, queries: Queries) -> np.ndarray:
+        self._check_built()
+        return self.get_encoder().encode_queries([queries[q] for q in queries])
+
+    def search(self, queries: Queries, k: int = 100) -> Run:
+        """Top-``k`` documents per query by inner product of normalised vectors."""
+        self._check_built()
+        if k < 1:
+            raise ConfigError(f"k must be at least 1, got {k}")
+        qids = list(queries)
+        if not qids:
+            return {}
+        return self.search_vectors(qids, self.encode_queries(queries), k)
+
+    def search_vectors(self, qids: list[str], vectors: np.ndarray, k: int) -> Run:
+        """Search with query vectors that were encoded elsewhere (same encoder spec)."""
+        self._check_built()
+        assert self._doc_ids is not None
+        idx, val = self._search_vectors(np.ascontiguousarray(vectors, dtype=np.float32), min(k, len(self)))
+        run: Run = {}
+        for row, qid in enumerate(qids):
+            ok = idx[row] >= 0
+            run[qid] = dict(zip(self._doc_ids[idx[row][ok]].tolist(), val[row][ok].astype(float).tolist()))
+        return run
+
+    @property
+    def corpus_info(self) -> dict[str, Any]:
+        return dict(self._corpus_info)
+
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        self._check_built()
+        assert self._doc_ids is not None
+        path = Path(path)
+        with atomic_dir(path, overwrite=overwrite) as tmp:
+            if self.stores_vectors:
+                assert self._vectors is not None
+                np.save(tmp / "vectors.npy", np.asarray(self._vectors, dtype=self.dtype))
+            with open(tmp / "doc_ids.json", "w", encoding="utf-8") as handle:
+                json.dump(self._doc_ids.tolist(), handle, ensure_ascii=False)
+            self._save_extra(tmp)
+            write_manifest(
+                tmp, kind=self.kind, format_version=FORMAT_VERSION,
+                params={**self.params(), "encoder": self._spec},
+                provenance={"corpus": self._corpus_info, "documents": len(self)},
+                libraries=("torch", "transformers", "sentence-transformers", "faiss-cpu"),
+            )
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, *, mmap: bool = True, verify: bool = True,
+             encoder: Encoder | None = None) -> DenseIndexBase:
+        """Load an index folder; vectors are memory-mapped unless ``mmap=False``.
+
+        The query encoder is rebuilt from the manifest's spec (or ``encoder`` if given, which
+        must have the same spec, e.g. the same model on another backend).
+        """
+        path = Path(path)
+        manifest = read_manifest(path, kind=cls.kind, max_format_version=FORMAT_VERSION, verify=verify)
+        params = dict(manifest["params"])
+        spec = params.pop("encoder")
+        index = cls._from_params(params)
+        index._spec = spec
+        index._encoder = encoder if encoder is not None else encoder_from_spec(spec)
+        if cls.stores_vectors:
+            index._vectors = np.load(path / "vectors.npy", mmap_mode="r" if mmap else None)
+        index._doc_ids = np.asarray(json.loads((path / "doc_ids.json").read_text("utf-8")), dtype=object)
+        index._corpus_info = manifest["provenance"].get("corpus", {})
+        index._load_extra(path, params)
+        return index
+
+    @classmethod
+    def _from_params(cls, params: dict[str, Any]) -> DenseIndexBase:
+        return cls(dtype=params["dtype"], batch_size=params["batch_size"])
+
+
+class FlatIndex(DenseIndexBase):
+    """Exact inner-product search; bounded memory through chunked products over mmapped vectors."""
+
+    kind: ClassVar[str] = "index.dense.flat"
+
+    def __init__(self, encoder: str | Encoder = "minilm", *, chunk_rows: int = 65_536, **kwargs: Any) -> None:
+        super().__init__(encoder, **kwargs)
+        self.chunk_rows = chunk_rows
+
+    def params(self) -> dict[str, Any]:
+        # the chunk size changes the BLAS kernel and so the last bits of a score: recorded
+        return {**super().params(), "chunk_rows": self.chunk_rows}
+
+    @classmethod
+    def _from_params(cls, params: dict[str, Any]) -> FlatIndex:
+        return cls(dtype=params["dtype"], batch_size=params["batch_size"], chunk_rows=params["chunk_rows"])
+
+    def _fit(self, vectors: np.ndarray) -> None:
+        """Nothing to train: exact search reads the vectors directly."""
+
+    def _search_vectors(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        assert self._vectors is not None
+        return exact_search(queries, self._vectors, k, self.chunk_rows)

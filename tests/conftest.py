@@ -70,7 +70,7 @@ def tiny(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def minilm():
-    """One bundled MiniLM encoder shared by every test (loading it costs a second or two)."""
+    """One bundled MiniLM encoder (torch fp32, the reference path) shared by every test."""
     from pretriever.encoders.dense import DenseEncoder
 
-    return DenseEncoder("minilm", batch_size=4)
+    return DenseEncoder("minilm", batch_size=4, backend="torch", precision="float32")

@@ -16,6 +16,7 @@ from typing import Any
 from pretriever._io import atomic_dir, write_json
 from pretriever._manifest import write_manifest
 from pretriever.data.dataset import Dataset
+from pretriever.encoders.dense import DenseEncoder
 from pretriever.evaluation.measures import Evaluation, evaluate
 from pretriever.evaluation.report import bar_chart, format_table, markdown_table
 from pretriever.evaluation.significance import Comparison, compare
@@ -51,6 +52,8 @@ def quickstart(
     seed: int = 42,
     progress: bool = True,
     work_dir: str | Path | None = None,
+    backend: str = "auto",
+    precision: str = "auto",
 ) -> QuickstartResult:
     """Build BM25, dense and hybrid (min-max weighted sum, and RRF) retrievers, evaluate them on
     ``split`` and, if ``out`` is given, write the report folder there."""
@@ -61,7 +64,8 @@ def quickstart(
     bm25 = BM25Index(progress=progress).build(dataset.corpus)
     seconds["bm25 index"] = time.perf_counter() - start
     start = time.perf_counter()
-    dense = FlatIndex(model, progress=progress, work_dir=work_dir).build(dataset.corpus)
+    encoder = DenseEncoder(model, backend=backend, precision=precision)
+    dense = FlatIndex(encoder, progress=progress, work_dir=work_dir).build(dataset.corpus)
     seconds["dense encode"] = time.perf_counter() - start
     start = time.perf_counter()
     runs = {"bm25": bm25.search(queries, k=k), "dense": dense.search(queries, k=k)}
@@ -75,7 +79,10 @@ def quickstart(
     result = QuickstartResult(evaluations, comparisons, None, seconds)
     if out is not None:
         result.report_dir = write_report(Path(out), dataset, split, result, runs,
-                                         {"model": model, "k": k, "seed": seed}, overwrite=overwrite)
+                                         {"model": model, "k": k, "seed": seed,
+                                          "encoder": {"backend": encoder.resolved[0],
+                                                      "precision": encoder.resolved[1]}},
+                                         overwrite=overwrite)
     return result
 
 
@@ -102,7 +109,8 @@ def write_report(out: Path, dataset: Dataset, split: str, result: QuickstartResu
             f"# pretriever quickstart: {dataset.name} ({split})",
             "",
             f"{len(dataset.corpus):,} documents, {len(dataset.qrels(split))} judged queries. "
-            f"Dense model: `{params['model']}`. Hybrid: min-max normalised scores, weighted sum "
+            f"Dense model: `{params['model']}` ({params['encoder']['backend']}, "
+            f"{params['encoder']['precision']}). Hybrid: min-max normalised scores, weighted sum "
             "0.5 / 0.5; hybrid-rrf: reciprocal rank fusion (k=60). Depth 100.",
             "",
             markdown_table(result.evaluations, ndcg),

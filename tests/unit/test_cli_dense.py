@@ -101,7 +101,8 @@ def test_saved_encoder_loads_in_plain_sentence_transformers(minilm, tmp_path: Pa
 
     from pretriever.encoders.dense import DenseEncoder
 
-    encoder = DenseEncoder("minilm", query_prompt="query: ", max_length=128)
+    encoder = DenseEncoder("minilm", query_prompt="query: ", max_length=128, backend="torch",
+                           precision="float32")
     encoder.save(tmp_path / "enc")
     plain = SentenceTransformer(str(tmp_path / "enc"), device="cpu")
     assert plain.prompts["query"] == "query: " and plain.max_seq_length == 128

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from pretriever import __version__
-from pretriever.cli import data, evaluate, index, quickstart, search
+from pretriever.cli import data, evaluate, index, optimize, quickstart, search
 from pretriever.errors import ConfigError, PretrieverError
 
 EPILOG = """\
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"pretriever {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for module in (quickstart, data, index, search, evaluate):
+    for module in (quickstart, data, index, search, evaluate, optimize):
         module.register(commands)
     return parser
 

@@ -20,6 +20,18 @@ def add_dataset_args(parser: argparse.ArgumentParser, *, required: bool = True) 
     )
 
 
+def add_backend_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--backend", default="auto", choices=["auto", "torch", "openvino"],
+        help="inference backend for dense encoding (default auto: OpenVINO bf16/int8 on a CPU that "
+        "supports it, torch otherwise)",
+    )
+    parser.add_argument(
+        "--precision", default="auto", choices=["auto", "float32", "bfloat16", "float16", "int8"],
+        help="numeric precision (default auto; int8 needs `pretriever optimize` first)",
+    )
+
+
 def show_progress() -> bool:
     """Progress bars only on an interactive terminal, so logs stay readable."""
     return sys.stderr.isatty()

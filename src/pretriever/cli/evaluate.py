@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pretriever.cli._common import add_dataset_args, print_json, show_progress, warn
+from pretriever.cli._common import add_backend_args, add_dataset_args, print_json, show_progress, warn
 
 DESCRIPTION = """\
 Run each --retriever on the judged queries of --split and score it against the qrels.
@@ -30,6 +30,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                         "is the baseline)")
     parser.add_argument("--model", default="minilm",
                         help="model for dense/hybrid: a sentence-transformers folder or 'minilm' (default)")
+    add_backend_args(parser)
     parser.add_argument("--split", default="test", help="qrels split to evaluate on (default test)")
     parser.add_argument("--metrics", "-m", nargs="+", metavar="M",
                         default=["nDCG@10", "Recall@100", "MRR@10", "MAP@100", "P@10"],
@@ -62,11 +63,11 @@ def run(args: argparse.Namespace) -> int:
     qrels = dataset.qrels(args.split)
     evaluations = []
     for spec in args.retriever:
-        run, name = retrieve(dataset, spec, split=args.split, k=args.k, progress=show_progress(),
-                             model=args.model)
+        run, name, notes = retrieve(dataset, spec, split=args.split, k=args.k, progress=show_progress(),
+                                    model=args.model, backend=args.backend, precision=args.precision)
         if args.save_run:
             write_run(args.save_run, run, name=name.replace(" ", "_"))
-        evaluations.append(evaluate(qrels, run, args.metrics, name=name))
+        evaluations.append(evaluate(qrels, run, args.metrics, name=name, notes=notes))
     comparisons = []
     if len(evaluations) > 1:
         comparisons = compare(evaluations, args.metrics[0], test=args.test, seed=args.seed)

@@ -8,7 +8,7 @@ import shutil
 import time
 from pathlib import Path
 
-from pretriever.cli._common import add_dataset_args, show_progress
+from pretriever.cli._common import add_backend_args, add_dataset_args, show_progress
 
 DENSE_EPILOG = """\
 examples:
@@ -57,6 +57,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_dataset_args(hybrid)
     hybrid.add_argument("--out", "-o", required=True, metavar="DIR", help="pipeline folder to create")
     hybrid.add_argument("--model", "-m", default="minilm", help="dense model (default: bundled minilm)")
+    add_backend_args(hybrid)
     hybrid.add_argument("--fusion", default="wsum", choices=["wsum", "rrf"],
                         help="weighted sum of normalised scores (default) or reciprocal rank fusion")
     hybrid.add_argument("--norm", default="min-max", choices=["min-max", "z-score"],
@@ -83,6 +84,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                            help="sentence-transformers folder or hub id; 'minilm' = bundled "
                            "all-MiniLM-L6-v2 (default)")
             p.add_argument("--batch-size", type=int, default=32, help="documents per batch (default 32)")
+            add_backend_args(p)
             p.add_argument("--dtype", default="float32", choices=["float32", "float16"],
                            help="storage type of the vectors (default float32)")
             p.add_argument("--shard", metavar="I/N",
@@ -153,7 +155,8 @@ def run_dense(args: argparse.Namespace) -> int:
         raise PretrieverError(f"{out} already exists; choose another folder or pass --overwrite")
     work = Path(args.work) if args.work else out.with_name(out.name + ".work")
     dataset = load_dataset(args.dataset, lenient=args.lenient)
-    encoder = DenseEncoder(args.model, batch_size=args.batch_size, device=_device_for_rank())
+    encoder = DenseEncoder(args.model, batch_size=args.batch_size, device=_device_for_rank(),
+                           backend=args.backend, precision=args.precision)
     shard = _shard(args.shard)
     start = time.perf_counter()
     if shard is not None and shard.count > 1:
@@ -206,7 +209,8 @@ def run_hybrid(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.dataset, lenient=args.lenient)
     start = time.perf_counter()
     pipeline = build_named("hybrid", dataset, model=args.model, progress=show_progress(),
-                           work_dir=out.with_name(out.name + ".work"))
+                           work_dir=out.with_name(out.name + ".work"), backend=args.backend,
+                           precision=args.precision)
     pipeline.fusion = fusion
     if args.tune_on:
         score = pipeline.tune(dataset.qrels(args.tune_on), dataset.split_queries(args.tune_on),

@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from pretriever.cli._common import add_dataset_args, show_progress, warn
+from pretriever.cli._common import add_backend_args, add_dataset_args, show_progress, warn
 
 DESCRIPTION = """\
 Build BM25, a dense retriever and their hybrids over the dataset's corpus, evaluate all of
@@ -24,6 +24,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_dataset_args(parser)
     parser.add_argument("--model", "-m", default="minilm",
                         help="dense model: a sentence-transformers folder or 'minilm' (default)")
+    add_backend_args(parser)
     parser.add_argument("--split", default="test", help="qrels split to evaluate on (default test)")
     parser.add_argument("--out", "-o", metavar="DIR",
                         help="report folder (default reports/<dataset>-<split>)")
@@ -44,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     work = out.with_name(out.name + ".work")
     start = time.perf_counter()
     result = quickstart(dataset, model=args.model, split=args.split, out=out, overwrite=args.overwrite,
-                        seed=args.seed, progress=show_progress(), work_dir=work)
+                        seed=args.seed, progress=show_progress(), work_dir=work, backend=args.backend,
+                        precision=args.precision)
     import shutil
 
     shutil.rmtree(work, ignore_errors=True)

@@ -23,6 +23,11 @@ from pretriever._manifest import read_manifest, write_manifest
 from pretriever.errors import ConfigError, DataNotFoundError, MissingDependencyError
 
 FORMAT_VERSION = 1
+BACKENDS = ("auto", "torch", "openvino")
+PRECISIONS = ("auto", "float32", "bfloat16", "float16", "int8")
+# what makes two encoders produce comparable vectors (backend and precision only add noise)
+IDENTITY_KEYS = ("weights_sha256", "prompts", "max_length", "pooling", "include_prompt",
+                 "normalize", "similarity", "dim")
 BUNDLED_ALIASES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
 
 
@@ -74,6 +79,10 @@ class DenseEncoder:
     ``query_prompt`` / ``document_prompt`` override the model folder's ``prompts`` ("query" /
     "document"); ``max_length`` overrides its ``max_seq_length``. Vectors are L2-normalised when
     the model's similarity is cosine, so that inner product is the score everywhere.
+
+    ``backend`` / ``precision``: "auto" takes torch fp16 on a GPU; on a CPU an int8 OpenVINO model
+    stored in the model folder by ``pretriever optimize``, else bf16 where the CPU computes it
+    natively (OpenVINO if installed, else torch), else torch fp32. See ``resolved``.
     """
 
     kind: ClassVar[str] = "encoder.dense"
@@ -87,7 +96,15 @@ class DenseEncoder:
         max_length: int | None = None,
         batch_size: int = 32,
         device: str | None = None,
+        backend: str = "auto",
+        precision: str = "auto",
     ) -> None:
+        if backend not in BACKENDS:
+            raise ConfigError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
+        if precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision '{precision}'; choose one of {', '.join(PRECISIONS)}")
+        self.backend = backend
+        self.precision = precision
         self.model = str(model)
         self.query_prompt = query_prompt
         self.document_prompt = document_prompt
@@ -96,8 +113,8 @@ class DenseEncoder:
         self.device = device
 
     def __repr__(self) -> str:
-        return (f"DenseEncoder(model={self.model!r}, max_length={self.max_length}, "
-                f"batch_size={self.batch_size})")
+        return (f"DenseEncoder(model={self.model!r}, backend={self.backend!r}, "
+                f"precision={self.precision!r}, batch_size={self.batch_size})")
 
     # -- the sentence-transformers model, loaded on first use -----------------------------------
     @cached_property
@@ -127,6 +144,79 @@ class DenseEncoder:
     def source(self) -> str:
         return resolve_model(self.model)
 
+    def saved_openvino(self) -> dict[str, Any] | None:
+        """The manifest of an OpenVINO model stored in the model folder by ``optimize``, if any."""
+        from pretriever.encoders.openvino import OV_DIR, OV_FORMAT_VERSION, OV_KIND
+
+        folder = Path(self.source) / OV_DIR
+        if not (folder / "manifest.json").is_file():
+            return None
+        return read_manifest(folder, kind=OV_KIND, max_format_version=OV_FORMAT_VERSION, verify=False)
+
+    @cached_property
+    def resolved(self) -> tuple[str, str]:
+        """The (backend, precision) actually used, after resolving "auto"."""
+        from pretriever.encoders.openvino import cpu_has_bf16, openvino_available
+
+        backend, precision = self.backend, self.precision
+        on_cpu = _torch_device(self.device) == "cpu"
+        saved = self.saved_openvino() if on_cpu else None
+        saved_precision = saved["params"]["precision"] if saved else None
+        if precision == "auto":
+            if not on_cpu:
+                precision = "float16"
+            elif saved_precision and backend in ("auto", "openvino"):
+                precision = saved_precision
+            else:
+                precision = "bfloat16" if cpu_has_bf16() else "float32"
+        if backend == "auto":
+            use_ov = on_cpu and openvino_available() and (precision == "int8" or cpu_has_bf16())
+            backend = "openvino" if use_ov or precision == "int8" else "torch"
+        if backend == "openvino" and not on_cpu:
+            raise ConfigError("the OpenVINO backend runs on the CPU; use backend='torch' on a GPU")
+        if precision == "int8" and (backend != "openvino" or saved_precision != "int8"):
+            raise ConfigError(
+                f"no int8 model in {self.source}: create one with `pretriever optimize "
+                f"{self.model} --dataset DATASET --precision int8`"
+            )
+        if backend == "openvino" and not openvino_available():
+            raise MissingDependencyError("openvino", extra="openvino", feature="the OpenVINO backend")
+        if precision == "float16" and backend != "torch":
+            raise ConfigError("float16 is a GPU precision of the torch backend; use bfloat16 on a CPU")
+        return backend, precision
+
+    @cached_property
+    def _runner(self) -> Any:
+        """The OpenVINO runner (converted from the torch model, or read from the folder for int8)."""
+        from pretriever.encoders.openvino import OV_DIR, OV_XML, OpenVINORunner, convert
+
+        _, precision = self.resolved
+        saved = self.saved_openvino()
+        if saved is not None and saved["params"]["precision"] == precision:
+            folder = Path(self.source) / OV_DIR
+            read_manifest(folder, kind=saved["kind"], verify=True)  # checksums before use
+            return OpenVINORunner(folder / OV_XML, precision)
+        return OpenVINORunner(convert(self.st, int(self.st.max_seq_length)), precision)
+
+    @cached_property
+    def _torch_model(self) -> Any:
+        """The model that encodes on the torch backend: ``st`` itself in fp32, a half-precision
+        copy otherwise (``st`` stays fp32 for saving, conversion and quality checks)."""
+        _, precision = self.resolved
+        if precision not in ("bfloat16", "float16"):
+            return self.st
+        import copy
+
+        import torch
+
+        return copy.deepcopy(self.st).to(torch.bfloat16 if precision == "bfloat16" else torch.float16)
+
+    @cached_property
+    def _pooling(self) -> dict[str, Any]:
+        pooling = next((m for m in self.st if type(m).__name__ == "Pooling"), None)
+        config = pooling.get_config_dict() if pooling is not None else {}
+        return {"mode": config.get("pooling_mode"), "include_prompt": config.get("include_prompt", True)}
+
     @property
     def prompts(self) -> dict[str, str]:
         """The query and document prompts actually applied."""
@@ -153,8 +243,6 @@ class DenseEncoder:
 
     def spec(self) -> dict[str, Any]:
         """What changes the vectors: recorded in index manifests, compared before searching."""
-        pooling = next((m for m in self.st if type(m).__name__ == "Pooling"), None)
-        config = pooling.get_config_dict() if pooling is not None else {}
         return {
             "kind": self.kind,
             "model": self.model,
@@ -162,14 +250,18 @@ class DenseEncoder:
             "weights_sha256": self._weights_sha256,
             "prompts": self.prompts,
             "max_length": int(self.st.max_seq_length),
-            "pooling": config.get("pooling_mode"),
-            "include_prompt": config.get("include_prompt", True),
+            "pooling": self._pooling["mode"],
+            "include_prompt": self._pooling["include_prompt"],
             "normalize": self.normalize,
             "similarity": "cosine" if self.normalize else str(self.st.similarity_fn_name),
             "dim": self.dim,
-            "backend": "torch",
-            "precision": "float32",
+            "backend": self.resolved[0],
+            "precision": self.resolved[1],
         }
+
+    def identity(self) -> dict[str, Any]:
+        """The part of ``spec()`` two encoders must share for their vectors to be comparable."""
+        return identity_of(self.spec())
 
     # -- encoding ------------------------------------------------------------------------------
     def token_lengths(self, texts: Sequence[str]) -> np.ndarray:
@@ -188,11 +280,23 @@ class DenseEncoder:
         """Encode one batch as given (no re-batching), float32."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self.st.encode(
-            list(texts), prompt=prompt or None, batch_size=len(texts), show_progress_bar=False,
-            convert_to_numpy=True, normalize_embeddings=self.normalize,
-        )
-        return np.asarray(vectors, dtype=np.float32)
+        backend, precision = self.resolved
+        if backend == "openvino":
+            from pretriever.encoders.openvino import pool, tokenize
+
+            if prompt and not self._pooling["include_prompt"]:
+                raise ConfigError("a model whose pooling excludes the prompt needs backend='torch'")
+            features = tokenize(self.st, [prompt + t for t in texts], int(self.st.max_seq_length))
+            vectors = pool(self._runner(features), features["attention_mask"], self._pooling["mode"])
+        else:
+            vectors = self._torch_model.encode(
+                list(texts), prompt=prompt or None, batch_size=len(texts), show_progress_bar=False,
+                convert_to_numpy=True, normalize_embeddings=self.normalize and precision == "float32",
+            )
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if self.normalize and (backend == "openvino" or precision != "float32"):  # in fp32
+            vectors /= np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
+        return vectors
 
     def _encode(self, texts: Sequence[str], prompt: str) -> np.ndarray:
         if not texts:
@@ -230,26 +334,73 @@ class DenseEncoder:
         return path
 
     @classmethod
-    def load(cls, path: str | Path, *, device: str | None = None) -> DenseEncoder:
+    def load(cls, path: str | Path, *, device: str | None = None, backend: str = "auto",
+             precision: str = "auto") -> DenseEncoder:
         """Load a folder written by ``save`` (or any sentence-transformers folder)."""
         path = Path(path)
         if (path / "manifest.json").is_file():
             manifest = read_manifest(path, kind=cls.kind, max_format_version=FORMAT_VERSION)
-            return cls(path, max_length=manifest["params"]["max_length"], device=device)
-        return cls(resolve_model(path), device=device)
+            return cls(path, max_length=manifest["params"]["max_length"], device=device,
+                       backend=backend, precision=precision)
+        return cls(resolve_model(path), device=device, backend=backend, precision=precision)
 
 
-def encoder_from_spec(spec: dict[str, Any], *, device: str | None = None) -> DenseEncoder:
-    """Rebuild the encoder an index manifest describes; refuse if its weights changed."""
+def identity_of(spec: dict[str, Any]) -> dict[str, Any]:
+    """The identity keys of an encoder spec (falls back to the source when weights are unknown)."""
+    out = {k: spec.get(k) for k in IDENTITY_KEYS}
+    if out["weights_sha256"] is None:
+        out["source"] = spec.get("source")
+    return out
+
+
+def check_compatible(index_spec: dict[str, Any], query_spec: dict[str, Any]) -> list[str]:
+    """Refuse a query encoder whose vectors are not comparable to the index's; return notes about
+    harmless differences (another backend or precision of the same model)."""
+    a, b = identity_of(index_spec), identity_of(query_spec)
+    if a != b:
+        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        raise ConfigError(
+            f"the query encoder differs from the one the index was built with in {', '.join(diff)} "
+            f"(index: {describe(index_spec)}; queries: {describe(query_spec)}); search with the "
+            "index's own model or rebuild the index"
+        )
+    notes = []
+    for key in ("backend", "precision"):
+        if index_spec.get(key) != query_spec.get(key):
+            notes.append(f"documents encoded with {key} {index_spec.get(key)}, queries with "
+                         f"{query_spec.get(key)} (same model)")
+    return notes
+
+
+def encoder_from_spec(spec: dict[str, Any], *, device: str | None = None, backend: str = "auto",
+                      precision: str = "auto") -> DenseEncoder:
+    """Rebuild the encoder an index manifest describes; refuse if its weights changed.
+
+    With backend and precision "auto", the recorded ones are reused when this machine can run
+    them (so a saved index searches exactly as it did when built); otherwise they are resolved
+    afresh, and the index reports the difference in its notes.
+    """
     source = spec["source"]
     model = source if Path(source).is_dir() else spec["model"]
-    encoder = DenseEncoder(
-        model, query_prompt=spec["prompts"]["query"], document_prompt=spec["prompts"]["document"],
-        max_length=spec["max_length"], device=device,
-    )
     if not Path(source).is_dir() and not Path(str(spec["model"])).is_dir() and \
             str(spec["model"]).lower() not in BUNDLED_ALIASES and os.environ.get("HF_HUB_OFFLINE"):
         raise DataNotFoundError(f"the index's model folder {source} no longer exists")
+
+    def make(b: str, p: str) -> DenseEncoder:
+        return DenseEncoder(
+            model, query_prompt=spec["prompts"]["query"], document_prompt=spec["prompts"]["document"],
+            max_length=spec["max_length"], device=device, backend=b, precision=p,
+        )
+
+    encoder = make(backend, precision)
+    if (backend, precision) == ("auto", "auto") and spec.get("backend") and spec.get("precision"):
+        recorded = make(spec["backend"], spec["precision"])
+        try:
+            on_cpu = _torch_device(device) == "cpu"
+            if not (on_cpu and spec["precision"] == "float16") and recorded.resolved:
+                encoder = recorded
+        except (ConfigError, MissingDependencyError):
+            pass  # this machine cannot run the recorded path: "auto" decides
     expected = spec.get("weights_sha256")
     if expected and encoder._weights_sha256 and expected != encoder._weights_sha256:
         raise ConfigError(

@@ -100,8 +100,12 @@ def evaluate(
     metrics: Sequence[str] = DEFAULT_METRICS,
     *,
     name: str = "run",
+    notes: Sequence[str] = (),
 ) -> Evaluation:
     """Score ``run`` against ``qrels`` on the named metrics; per-query scores included.
+
+    ``notes`` are carried into the result (e.g. that queries and documents were encoded on
+    different backends).
 
     Raises ConfigError for an unknown metric and when the run answers none of the judged queries
     (usually the wrong split or dataset).
@@ -142,7 +146,7 @@ def evaluate(
         canon: float(sum(v[canon] for v in per_query.values()) / len(per_query))
         for canon, _ in parsed
     }
-    notes: list[str] = []
+    notes = list(notes)  # e.g. how the run was produced
     if missing:
         notes.append(f"{len(missing)} judged queries have no results in the run and score 0")
     if ignored:

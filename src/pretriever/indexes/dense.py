@@ -20,7 +20,7 @@ from pretriever._io import atomic_dir
 from pretriever._manifest import read_manifest, write_manifest
 from pretriever.data.corpus import Corpus
 from pretriever.encoders.base import Encoder
-from pretriever.encoders.dense import DenseEncoder, encoder_from_spec
+from pretriever.encoders.dense import DenseEncoder, check_compatible, encoder_from_spec
 from pretriever.encoding import assemble, encode_shard
 from pretriever.errors import ConfigError, NotBuiltError
 from pretriever.types import Queries, Run
@@ -102,6 +102,7 @@ class DenseIndexBase:
         self._doc_ids: np.ndarray | None = None
         self._spec: dict[str, Any] = {}
         self._corpus_info: dict[str, Any] = {}
+        self.notes: list[str] = []
 
     # -- subclass hooks ------------------------------------------------------------------------
     def _fit(self, vectors: np.ndarray) -> None:
@@ -202,6 +203,12 @@ class DenseIndexBase:
         self._corpus_info = corpus.fingerprint()
         self._spec = spec
 
+    def set_query_encoder(self, encoder: Encoder) -> None:
+        """Encode queries with ``encoder``: refused if its vectors are not comparable with the
+        documents' (another model); another backend or precision is allowed and put in ``notes``."""
+        self.notes = check_compatible(self._spec, encoder.spec())
+        self._encoder = encoder
+
     def encoder_spec(self) -> dict[str, Any]:
         return dict(self._spec)
 
@@ -258,8 +265,10 @@ class DenseIndexBase:
              encoder: Encoder | None = None) -> DenseIndexBase:
         """Load an index folder; vectors are memory-mapped unless ``mmap=False``.
 
-        The query encoder is rebuilt from the manifest's spec (or ``encoder`` if given, which
-        must have the same spec, e.g. the same model on another backend).
+        The query encoder is rebuilt from the manifest's spec, with backend and precision resolved
+        for this machine, or ``encoder`` is used if given. An encoder of another model (other
+        weights, prompts, pooling, max length...) is refused; another backend or precision of the
+        same model is allowed and reported in ``notes``.
         """
         path = Path(path)
         manifest = read_manifest(path, kind=cls.kind, max_format_version=FORMAT_VERSION, verify=verify)
@@ -267,7 +276,7 @@ class DenseIndexBase:
         spec = params.pop("encoder")
         index = cls._from_params(params)
         index._spec = spec
-        index._encoder = encoder if encoder is not None else encoder_from_spec(spec)
+        index.set_query_encoder(encoder if encoder is not None else encoder_from_spec(spec))
         if cls.stores_vectors:
             index._vectors = np.load(path / "vectors.npy", mmap_mode="r" if mmap else None)
         index._doc_ids = np.asarray(json.loads((path / "doc_ids.json").read_text("utf-8")), dtype=object)

@@ -18,11 +18,13 @@ RETRIEVER_NAMES = ("bm25", "dense", "hybrid")
 
 
 def build_named(name: str, dataset: Dataset, *, model: str = "minilm", progress: bool = True,
-                work_dir: str | Path | None = None) -> Index:
+                work_dir: str | Path | None = None, backend: str = "auto",
+                precision: str = "auto") -> Index:
     """Build one of the built-in retrievers over ``dataset``'s corpus.
 
     "hybrid" is BM25 + dense fused by a min-max normalised weighted sum (0.5 / 0.5).
     """
+    from pretriever.encoders.dense import DenseEncoder
     from pretriever.indexes.bm25 import BM25Index
     from pretriever.indexes.dense import FlatIndex
     from pretriever.retrieval.pipeline import Pipeline
@@ -30,10 +32,12 @@ def build_named(name: str, dataset: Dataset, *, model: str = "minilm", progress:
     if name == "bm25":
         return BM25Index(progress=progress).build(dataset.corpus)
     if name == "dense":
-        return FlatIndex(model, progress=progress, work_dir=work_dir).build(dataset.corpus)
+        encoder = DenseEncoder(model, backend=backend, precision=precision)
+        return FlatIndex(encoder, progress=progress, work_dir=work_dir).build(dataset.corpus)
     if name == "hybrid":
         members = {"bm25": build_named("bm25", dataset, progress=progress),
-                   "dense": build_named("dense", dataset, model=model, progress=progress, work_dir=work_dir)}
+                   "dense": build_named("dense", dataset, model=model, progress=progress,
+                                        work_dir=work_dir, backend=backend, precision=precision)}
         return Pipeline(members)
     raise ConfigError(f"unknown retriever '{name}'; choose one of {', '.join(RETRIEVER_NAMES)}")
 
@@ -50,26 +54,48 @@ def check_same_corpus(index: Index, dataset: Dataset, path: Path) -> None:
         )
 
 
+def _set_query_backend(index: Index, backend: str, precision: str) -> None:
+    """Re-create the query encoder of every dense index (or pipeline member) on another backend."""
+    from pretriever.encoders.dense import encoder_from_spec
+
+    for member in getattr(index, "retrievers", {}).values():
+        _set_query_backend(member, backend, precision)
+    if hasattr(index, "set_query_encoder"):
+        index.set_query_encoder(encoder_from_spec(index.encoder_spec(), backend=backend,
+                                                  precision=precision))
+
+
+def index_notes(index: Index) -> list[str]:
+    """Notes an index (or a pipeline's members) reports about how it searches."""
+    members = getattr(index, "retrievers", None)
+    if members:
+        return [f"{name}: {n}" for name, m in members.items() for n in index_notes(m)]
+    return list(getattr(index, "notes", []))
+
+
 def retrieve(
     dataset: Dataset, spec: str, *, split: str = "test", k: int = 100, progress: bool = True,
-    model: str = "minilm",
-) -> tuple[Run, str]:
-    """Run retriever ``spec`` on the judged queries of ``split``; return (run, display name)."""
+    model: str = "minilm", backend: str = "auto", precision: str = "auto",
+) -> tuple[Run, str, list[str]]:
+    """Run retriever ``spec`` on the judged queries of ``split``; return (run, name, notes)."""
     from pretriever.indexes.base import load_index
     from pretriever.runs import read_run
 
     queries = dataset.split_queries(split)
     if spec in RETRIEVER_NAMES:
-        index = build_named(spec, dataset, model=model, progress=progress)
-        return index.search(queries, k=k), spec
+        index = build_named(spec, dataset, model=model, progress=progress, backend=backend,
+                            precision=precision)
+        return index.search(queries, k=k), spec, index_notes(index)
     path = Path(spec).expanduser()
     if path.is_dir():
         index = load_index(path)
         check_same_corpus(index, dataset, path)
-        return index.search(queries, k=k), path.name
+        if (backend, precision) != ("auto", "auto"):
+            _set_query_backend(index, backend, precision)
+        return index.search(queries, k=k), path.name, index_notes(index)
     if path.is_file():
         run, name = read_run(path)
-        return run, name or path.stem
+        return run, name or path.stem, []
     raise DataNotFoundError(
         f"--retriever '{spec}' is neither a known retriever ({', '.join(RETRIEVER_NAMES)}), nor an "
         "index folder, nor a TREC run file"

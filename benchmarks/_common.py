@@ -1,0 +1,71 @@
+"""Shared pieces of the benchmark scripts: machine description, exact command, atomic append."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import shlex
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "RESULTS.md"
+os.environ.setdefault("PRETRIEVER_DATA", str(REPO.parent / "shared" / "datasets"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def command() -> str:
+    argv = list(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
+    argv[0] = Path(argv[0]).name
+    return shlex.join(argv)
+
+
+def machine_line(libraries: tuple[str, ...]) -> str:
+    info = Path("/proc/cpuinfo")
+    flags = info.read_text(errors="replace").split() if info.exists() else []
+    isa = ", ".join(f for f in ("avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8") if f in flags)
+    load = os.getloadavg()
+    versions = ", ".join(f"{lib} {version(lib)}" for lib in libraries)
+    return (f"- Machine: {cpu_model()} ({isa or 'no AVX-512 VNNI/BF16'}), {cores()} cores available, "
+            f"load average {load[0]:.2f} at start; Python {platform.python_version()}; {versions}\n"
+            f"- Command: `{command()}`")
+
+
+def append_results(section: str) -> None:
+    """Append ``section`` to RESULTS.md atomically (temp file beside it, then rename)."""
+    current = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
+    text = current.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=".RESULTS.md.", dir=RESULTS.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, RESULTS)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

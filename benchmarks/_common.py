@@ -13,6 +13,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
+HEADER = """# Benchmark results
+
+Each script in `benchmarks/` appends one dated section to this file per run (unless run with
+`--no-append`). A section names the machine (CPU model, cores available to the process, load at
+start), the Python and library versions and the exact command, so that numbers taken on
+different machines or library versions are not compared by accident. Sections are not edited
+afterwards: rerun the command to get fresh numbers.
+"""
 os.environ.setdefault("PRETRIEVER_DATA", str(REPO.parent / "shared" / "datasets"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -58,7 +66,7 @@ def machine_line(libraries: tuple[str, ...]) -> str:
 
 def append_results(section: str) -> None:
     """Append ``section`` to RESULTS.md atomically (temp file beside it, then rename)."""
-    current = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
+    current = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else HEADER
     text = current.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
     fd, tmp = tempfile.mkstemp(prefix=".RESULTS.md.", dir=RESULTS.parent)
     try:

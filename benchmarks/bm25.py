@@ -29,24 +29,21 @@ benchmarks/RESULTS.md, written atomically.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import gc
 import os
 import platform
-import shlex
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import bm25s
 import numpy as np
 import Stemmer
+from _common import append_results, command, cores, cpu_model, version
 from rank_bm25 import BM25Okapi
 
 REPO = Path(__file__).resolve().parent.parent
@@ -63,14 +60,6 @@ TARGET = 0.95  # bm25s_time / pretriever_time, for index and for search
 SYSTEMS = ("pretriever", "bm25s", "rank_bm25")
 LIBRARIES = ("pretriever", "bm25s", "PyStemmer", "rank-bm25", "numpy", "scipy", "ranx")
 
-HEADER = """# Benchmark results
-
-Each script in `benchmarks/` appends one dated section to this file per run (unless run with
-`--no-append`). A section names the machine (CPU model, cores available to the process, load at
-start), the Python and library versions and the exact command, so that numbers taken on
-different machines or library versions are not compared by accident. Sections are not edited
-afterwards: rerun the command to get fresh numbers.
-"""
 
 
 # -- the three systems, each written the way its own users would write it ------------------------
@@ -241,42 +230,14 @@ def target_lines(rows: list[Row]) -> list[str]:
     return out
 
 
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def _command() -> str:
-    argv = list(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
-    argv[0] = Path(argv[0]).name  # "python", not the absolute path of this machine's interpreter
-    return shlex.join(argv)
-
-
 def machine_lines(load: tuple[float, float, float], data_note: str) -> list[str]:
-    versions = ", ".join(f"{lib} {_version(lib)}" for lib in LIBRARIES)
+    versions = ", ".join(f"{lib} {version(lib)}" for lib in LIBRARIES)
     return [
-        f"- Machine: {_cpu_model()}, {_cores()} cores available to the process "
+        f"- Machine: {cpu_model()}, {cores()} cores available to the process "
         f"(os.sched_getaffinity), load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} "
         f"at start; {platform.platform()}",
         f"- Python {platform.python_version()} ({platform.python_implementation()}); {versions}",
-        f"- Command: `{_command()}` ({data_note})",
+        f"- Command: `{command()}` ({data_note})",
     ]
 
 
@@ -290,23 +251,6 @@ def method_line(repeats: int) -> str:
         "corpus loading is not timed. Speed columns are time_system / time_pretriever "
         "(>= 1: pretriever is at least as fast)."
     )
-
-
-def append_results(section: str) -> None:
-    """Append ``section`` to RESULTS.md: write a temporary file beside it, then rename it over."""
-    current = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else HEADER
-    text = current.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=".RESULTS.md.", suffix=".tmp", dir=RESULTS.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, RESULTS)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _positive_int(text: str) -> int:

@@ -47,9 +47,9 @@ def format_table(
                                enumerate(zip(r, widths))))
     if comparisons:
         c0 = comparisons[0]
+        tested = ", ".join(dict.fromkeys(c.metric for c in comparisons))
         lines.append(
-            f"* p < {c0.alpha} on {c0.metric} against '{c0.baseline}' (paired {c0.test} test, "
-            f"per query)"
+            f"* p < {c0.alpha} against '{c0.baseline}' on {tested} (paired {c0.test} test, per query)"
         )
         for c in comparisons:
             lines.append(f"  {c.name}: {c.metric} {c.delta:+.4f}, p = {c.p_value:.4g}")
@@ -104,9 +104,9 @@ def bar_chart(evaluations: Sequence[Evaluation], metrics: Sequence[str], path: A
         bars = ax.bar(xs, values, width=width * 0.95, label=metric)
         ax.bar_label(bars, labels=[f"{v:.3f}" for v in values], fontsize=7, padding=2)
     ax.set_xticks(range(len(names)), names)
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 1.18)
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="upper center", ncol=len(metrics), frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
     with atomic_file(path, "wb") as handle:

@@ -52,26 +52,25 @@ import datetime as dt
 import gc
 import os
 import platform
-import shlex
 import sys
 import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any, ClassVar
 
 import faiss
 import numpy as np
+from _common import RESULTS, append_results, command, cores, cpu_model, version
 
 from pretriever.data.corpus import Corpus
 from pretriever.indexes.ann import FaissIndex
 from pretriever.indexes.dense import FlatIndex, exact_search
 
 REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "benchmarks" / "RESULTS.md"
+
 DEFAULT_DATA = REPO.parent / "shared" / "datasets"
 DATA_ENV = "PRETRIEVER_DATA"
 CACHE = Path(tempfile.gettempdir()) / "pretriever-bench"
@@ -83,15 +82,6 @@ DIM = 384
 SEED = 0
 GEN_ROWS = 65_536  # synthetic vectors are generated and written in blocks of this many rows
 LIBRARIES = ("pretriever", "faiss-cpu", "numpy", "torch", "sentence-transformers", "ranx")
-
-HEADER = """# Benchmark results
-
-Each script in `benchmarks/` appends one dated section to this file per run (unless run with
-`--no-append`). A section names the machine (CPU model, cores available to the process, load at
-start), the Python and library versions and the exact command, so that numbers taken on
-different machines or library versions are not compared by accident. Sections are not edited
-afterwards: rerun the command to get fresh numbers.
-"""
 
 Run = dict[str, dict[str, float]]
 
@@ -444,34 +434,6 @@ def summary_lines(rows: list[Row]) -> list[str]:
     return out
 
 
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def _command() -> str:
-    argv = list(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
-    argv[0] = Path(argv[0]).name  # "python", not the absolute path of this machine's interpreter
-    return shlex.join(argv)
-
-
 def _threads() -> str:
     """Thread pools as the process sees them (torch is imported here, after the timings, if not yet)."""
     import torch
@@ -488,13 +450,13 @@ def _threads() -> str:
 
 
 def machine_lines(load: tuple[float, float, float], data_note: str) -> list[str]:
-    versions = ", ".join(f"{lib} {_version(lib)}" for lib in LIBRARIES)
+    versions = ", ".join(f"{lib} {version(lib)}" for lib in LIBRARIES)
     return [
-        f"- Machine: {_cpu_model()}, {_cores()} cores available to the process "
+        f"- Machine: {cpu_model()}, {cores()} cores available to the process "
         f"(os.sched_getaffinity), threads: {_threads()}; load average {load[0]:.2f} / {load[1]:.2f} / "
         f"{load[2]:.2f} at start; {platform.platform()}",
         f"- Python {platform.python_version()} ({platform.python_implementation()}); {versions}",
-        f"- Command: `{_command()}` ({data_note})",
+        f"- Command: `{command()}` ({data_note})",
     ]
 
 
@@ -509,23 +471,6 @@ def method_line(repeats: int) -> str:
         "np.memmap, in the page cache after the untimed run. Encoding, vector generation and "
         "loading are not timed."
     )
-
-
-def append_results(section: str) -> None:
-    """Append ``section`` to RESULTS.md: write a temporary file beside it, then rename it over."""
-    current = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else HEADER
-    text = current.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=".RESULTS.md.", suffix=".tmp", dir=RESULTS.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, RESULTS)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _count(minimum: int) -> Callable[[str], int]:

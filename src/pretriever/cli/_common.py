@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 
@@ -30,6 +31,16 @@ def add_backend_args(parser: argparse.ArgumentParser) -> None:
         "--precision", default="auto", choices=["auto", "float32", "bfloat16", "float16", "int8"],
         help="numeric precision (default auto; int8 needs `pretriever optimize` first)",
     )
+
+
+def fresh_output(path: str, overwrite: bool) -> Path:
+    """The output folder, refused up front if it exists (before minutes of encoding)."""
+    from pretriever.errors import PretrieverError
+
+    out = Path(path)
+    if out.exists() and not overwrite:
+        raise PretrieverError(f"{out} already exists; choose another folder or pass --overwrite")
+    return out
 
 
 def show_progress() -> bool:

@@ -8,7 +8,7 @@ import shutil
 import time
 from pathlib import Path
 
-from pretriever.cli._common import add_backend_args, add_dataset_args, show_progress
+from pretriever.cli._common import add_backend_args, add_dataset_args, fresh_output, show_progress
 
 DENSE_EPILOG = """\
 examples:
@@ -148,11 +148,8 @@ def run_dense(args: argparse.Namespace) -> int:
     from pretriever.data.dataset import load_dataset
     from pretriever.encoders.dense import DenseEncoder
     from pretriever.encoding import encode_shard
-    from pretriever.errors import PretrieverError
 
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise PretrieverError(f"{out} already exists; choose another folder or pass --overwrite")
+    out = fresh_output(args.out, args.overwrite)
     work = Path(args.work) if args.work else out.with_name(out.name + ".work")
     dataset = load_dataset(args.dataset, lenient=args.lenient)
     encoder = DenseEncoder(args.model, batch_size=args.batch_size, device=_device_for_rank(),
@@ -178,11 +175,8 @@ def run_dense(args: argparse.Namespace) -> int:
 
 def run_merge(args: argparse.Namespace) -> int:
     from pretriever.data.dataset import load_dataset
-    from pretriever.errors import PretrieverError
 
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise PretrieverError(f"{out} already exists; choose another folder or pass --overwrite")
+    out = fresh_output(args.out, args.overwrite)
     work = Path(args.work) if args.work else out.with_name(out.name + ".work")
     dataset = load_dataset(args.dataset, lenient=args.lenient)
     index = _dense_index(args, "minilm", work).build_from_shards(dataset.corpus, work)
@@ -194,13 +188,10 @@ def run_merge(args: argparse.Namespace) -> int:
 
 def run_hybrid(args: argparse.Namespace) -> int:
     from pretriever.data.dataset import load_dataset
-    from pretriever.errors import PretrieverError
     from pretriever.retrieval.fusion import Fusion
     from pretriever.retrieval.spec import build_named
 
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise PretrieverError(f"{out} already exists; choose another folder or pass --overwrite")
+    out = fresh_output(args.out, args.overwrite)
     fusion = Fusion(args.fusion, args.norm)  # validate before minutes of encoding
     if args.tune_on == "test":
         from pretriever.errors import ConfigError

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
-from pretriever.cli._common import add_backend_args, add_dataset_args, show_progress, warn
+from pretriever.cli._common import add_backend_args, add_dataset_args, fresh_output, show_progress, warn
 
 DESCRIPTION = """\
 Build BM25, a dense retriever and their hybrids over the dataset's corpus, evaluate all of
@@ -36,12 +35,9 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pretriever._quickstart import quickstart
     from pretriever.data.dataset import load_dataset
-    from pretriever.errors import PretrieverError
 
     dataset = load_dataset(args.dataset, lenient=args.lenient)
-    out = Path(args.out or f"reports/{dataset.name}-{args.split}")
-    if out.exists() and not args.overwrite:
-        raise PretrieverError(f"{out} already exists; choose another --out or pass --overwrite")
+    out = fresh_output(args.out or f"reports/{dataset.name}-{args.split}", args.overwrite)
     work = out.with_name(out.name + ".work")
     start = time.perf_counter()
     result = quickstart(dataset, model=args.model, split=args.split, out=out, overwrite=args.overwrite,

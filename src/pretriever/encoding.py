@@ -57,10 +57,14 @@ class Shard:
         return f"shard-{self.index:05d}-of-{self.count:05d}"
 
 
-def batch_plan(encoder: Encoder, corpus: Corpus, batch_size: int) -> list[np.ndarray]:
-    """Corpus positions of every batch, longest documents first (stable, so deterministic)."""
+def batch_plan(encoder: Encoder, corpus: Corpus, batch_size: int, texts: list[str] | None = None
+               ) -> list[np.ndarray]:
+    """Corpus positions of every batch, longest documents first (stable, so deterministic).
+
+    ``texts`` is ``corpus.contents()`` when the caller already has it.
+    """
     lengths_fn = getattr(encoder, "token_lengths", None)
-    texts = corpus.contents()
+    texts = corpus.contents() if texts is None else texts
     lengths = lengths_fn(texts) if lengths_fn else np.array([len(t) for t in texts])
     order = np.argsort(-np.asarray(lengths), kind="stable")
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
@@ -80,12 +84,11 @@ def _check_job(work_dir: Path, spec: dict[str, Any]) -> None:
     """Create ``job.json`` or make sure the existing one describes the same job."""
     path = work_dir / "job.json"
     if path.is_file():
-        found = json.loads(path.read_text(encoding="utf-8"))
-        comparable = {k: v for k, v in spec.items() if k != "corpus"}
-        found_cmp = {k: v for k, v in found.items() if k != "corpus"}
-        same_corpus = found.get("corpus", {}).get("sha256") == spec["corpus"]["sha256"] and \
-            found.get("corpus", {}).get("documents") == spec["corpus"]["documents"]
-        if comparable != found_cmp or not same_corpus:
+        def comparable(job: dict[str, Any]) -> dict[str, Any]:
+            corpus = job.get("corpus", {})  # the corpus's path may differ; its content may not
+            return {**job, "corpus": (corpus.get("sha256"), corpus.get("documents"))}
+
+        if comparable(json.loads(path.read_text(encoding="utf-8"))) != comparable(spec):
             raise ConfigError(
                 f"{work_dir} holds an encoding job with other settings (encoder, corpus, batch "
                 "size, dtype or shard count); resume with the same settings, or delete the folder"
@@ -122,12 +125,12 @@ def encode_shard(
     folder.mkdir(parents=True, exist_ok=True)
     if (folder / "done.json").is_file():
         return folder
-    batches = batch_plan(encoder, corpus, batch_size)[shard.index :: shard.count]
+    texts = corpus.contents()
+    batches = batch_plan(encoder, corpus, batch_size, texts)[shard.index :: shard.count]
     chunks = [batches[i : i + chunk_batches] for i in range(0, len(batches), chunk_batches)]
     todo = [c for c in range(len(chunks)) if not (folder / f"chunk-{c:06d}.npz").is_file()]
     total_docs = sum(len(b) for b in batches)
     done_docs = total_docs - sum(len(b) for c in todo for b in chunks[c])
-    texts = corpus.contents()
     prompt = getattr(encoder, "prompts", {}).get("document", "")
     encode_batch = getattr(encoder, "encode_batch", None)
     started = time.perf_counter()

@@ -43,6 +43,11 @@ def fresh_output(path: str, overwrite: bool) -> Path:
     return out
 
 
+def work_folder(out: Path, given: str | None = None) -> Path:
+    """Where a resumable encoding keeps its chunks: ``given``, or ``OUT.work`` beside the output."""
+    return Path(given) if given else out.with_name(out.name + ".work")
+
+
 def show_progress() -> bool:
     """Progress bars only on an interactive terminal, so logs stay readable."""
     return sys.stderr.isatty()

@@ -8,7 +8,13 @@ import shutil
 import time
 from pathlib import Path
 
-from pretriever.cli._common import add_backend_args, add_dataset_args, fresh_output, show_progress
+from pretriever.cli._common import (
+    add_backend_args,
+    add_dataset_args,
+    fresh_output,
+    show_progress,
+    work_folder,
+)
 
 DENSE_EPILOG = """\
 examples:
@@ -150,7 +156,7 @@ def run_dense(args: argparse.Namespace) -> int:
     from pretriever.encoding import encode_shard
 
     out = fresh_output(args.out, args.overwrite)
-    work = Path(args.work) if args.work else out.with_name(out.name + ".work")
+    work = work_folder(out, args.work)
     dataset = load_dataset(args.dataset, lenient=args.lenient)
     encoder = DenseEncoder(args.model, batch_size=args.batch_size, device=_device_for_rank(),
                            backend=args.backend, precision=args.precision)
@@ -177,7 +183,7 @@ def run_merge(args: argparse.Namespace) -> int:
     from pretriever.data.dataset import load_dataset
 
     out = fresh_output(args.out, args.overwrite)
-    work = Path(args.work) if args.work else out.with_name(out.name + ".work")
+    work = work_folder(out, args.work)
     dataset = load_dataset(args.dataset, lenient=args.lenient)
     index = _dense_index(args, "minilm", work).build_from_shards(dataset.corpus, work)
     index.save(out, overwrite=args.overwrite)
@@ -199,8 +205,9 @@ def run_hybrid(args: argparse.Namespace) -> int:
         raise ConfigError("fusion weights must not be tuned on the test split; use --tune-on train or dev")
     dataset = load_dataset(args.dataset, lenient=args.lenient)
     start = time.perf_counter()
+    work = work_folder(out)
     pipeline = build_named("hybrid", dataset, model=args.model, progress=show_progress(),
-                           work_dir=out.with_name(out.name + ".work"), backend=args.backend,
+                           work_dir=work, backend=args.backend,
                            precision=args.precision)
     pipeline.fusion = fusion
     if args.tune_on:
@@ -208,7 +215,7 @@ def run_hybrid(args: argparse.Namespace) -> int:
                               split=args.tune_on)
         print(f"tuned weights on {args.tune_on}: {pipeline.fusion.weights} (nDCG@10 {score:.4f} there)")
     pipeline.save(out, overwrite=args.overwrite)
-    shutil.rmtree(out.with_name(out.name + ".work"), ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)
     print(f"built hybrid pipeline over {len(dataset.corpus):,} documents of {dataset.name} in "
           f"{time.perf_counter() - start:.1f}s -> {out}")
     return 0

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import time
 
-from pretriever.cli._common import add_backend_args, add_dataset_args, fresh_output, show_progress, warn
+from pretriever.cli._common import (
+    add_backend_args,
+    add_dataset_args,
+    fresh_output,
+    show_progress,
+    warn,
+    work_folder,
+)
 
 DESCRIPTION = """\
 Build BM25, a dense retriever and their hybrids over the dataset's corpus, evaluate all of
@@ -38,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     dataset = load_dataset(args.dataset, lenient=args.lenient)
     out = fresh_output(args.out or f"reports/{dataset.name}-{args.split}", args.overwrite)
-    work = out.with_name(out.name + ".work")
+    work = work_folder(out)
     start = time.perf_counter()
     result = quickstart(dataset, model=args.model, split=args.split, out=out, overwrite=args.overwrite,
                         seed=args.seed, progress=show_progress(), work_dir=work, backend=args.backend,

@@ -153,9 +153,8 @@ class DenseIndexBase:
                          progress=self.progress)
             vectors_path = work / "vectors.npy"
             assemble(work, vectors_path)
-            self._install(corpus, encoder.spec())
-            self._vectors = np.load(vectors_path)  # in memory: the work folder may go away
-            self._fit(self._vectors)
+            # in memory: the work folder may go away
+            self._install(np.load(vectors_path), corpus, encoder.spec())
         finally:
             if not keep:
                 shutil.rmtree(work, ignore_errors=True)
@@ -171,9 +170,7 @@ class DenseIndexBase:
         self.dtype = job["dtype"]
         self.batch_size = job["batch_size"]
         self._encoder = encoder_from_spec(job["encoder"])
-        self._vectors = np.load(vectors_path)
-        self._install(corpus, job["encoder"])
-        self._fit(self._vectors)
+        self._install(np.load(vectors_path), corpus, job["encoder"])
         return self
 
     @classmethod
@@ -185,9 +182,7 @@ class DenseIndexBase:
             raise ConfigError(f"{vectors.shape[0]} vectors given for {len(corpus)} documents")
         index = cls(encoder, **params)
         index._encoder = encoder
-        index._install(corpus, encoder.spec())
-        index._vectors = vectors
-        index._fit(vectors)
+        index._install(vectors, corpus, encoder.spec())
         return index
 
     @property
@@ -198,10 +193,13 @@ class DenseIndexBase:
             raise NotBuiltError(f"{type(self).__name__} does not keep the raw vectors")
         return self._vectors
 
-    def _install(self, corpus: Corpus, spec: dict[str, Any]) -> None:
+    def _install(self, vectors: np.ndarray, corpus: Corpus, spec: dict[str, Any]) -> None:
+        """Adopt ``vectors`` (one row per document of ``corpus``, made by ``spec``) and fit on them."""
         self._doc_ids = np.asarray(corpus.ids, dtype=object)
         self._corpus_info = corpus.fingerprint()
         self._spec = spec
+        self._vectors = vectors
+        self._fit(vectors)
 
     def set_query_encoder(self, encoder: Encoder) -> None:
         """Encode queries with ``encoder``: refused if its vectors are not comparable with the

@@ -162,7 +162,7 @@ def main() -> int:
         "timed); pretriever paths run the resumable job (encode_shard + assemble). nDCG@10: test "
         "queries encoded by the same path, exact search, k=100. int8: `optimize(..., "
         f"calibration=300, check=200)` took {optimize_s:.0f} s once (guard: mean cosine "
-        f"{report.mean_cosine:.4f}, min {report.min_cosine:.4f} on 200 other documents).",
+        f"{report.quality:.4f}, min {report.worst:.4f} on 200 other documents).",
         "", table,
     ])
     print(section)

@@ -74,3 +74,20 @@ def minilm():
     from pretriever.encoders.dense import DenseEncoder
 
     return DenseEncoder("minilm", batch_size=4, backend="torch", precision="float32")
+
+
+@pytest.fixture(scope="session")
+def tiny_reranker(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cross-encoder trained for a few steps on the tiny collection (train split), saved."""
+    from pretriever.training.loop import LoopConfig
+    from pretriever.training.negatives.static import NegativeConfig
+    from pretriever.training.reranker import RerankerConfig, train_reranker
+
+    root = tmp_path_factory.mktemp("tiny-reranker")
+    data = write_beir(root / "data", TINY_DOCS, TINY_QUERIES, TINY_QRELS, split="train")
+    config = RerankerConfig(
+        dataset=str(data), out=str(root / "model"), dev_fraction=0.0, max_length=64, batch_size=2,
+        negatives=NegativeConfig(hard=2, depth=5), precision="float32",
+        loop=LoopConfig(epochs=8, lr=1e-4, warmup_ratio=0.0, checkpoint_steps=100),
+    )
+    return train_reranker(config, progress=False).folder

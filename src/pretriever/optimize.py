@@ -1,9 +1,12 @@
-"""``optimize``: store a fast OpenVINO version of an encoder inside its model folder, with a guard.
+"""``optimize``: store a fast OpenVINO version of an encoder or reranker inside its model folder,
+with a quality guard.
 
 int8 uses static quantisation (NNCF, transformer preset) calibrated on a sample of the user's own
 corpus; bf16 stores the converted model, run with OpenVINO's bf16 precision hint. Afterwards a
 separate sample of the corpus is encoded by the optimised model and by the fp32 torch model; if
-their mean cosine is below ``min_cosine`` (0.995) the result is refused, unless forced. The model
+their mean cosine is below ``min_quality`` (0.995) the result is refused, unless forced. A
+cross-encoder has no corpus queries to calibrate on, so it gets pseudo-queries (a document's first
+words) paired with that document and with others, and the check compares their scores. The model
 folder still loads unchanged in plain sentence-transformers: the OpenVINO model lives in an
 ``openvino/`` subfolder with its own manifest (precision, calibration sample, quality, checksums).
 """
@@ -44,14 +47,20 @@ class QualityGuardError(PretrieverError):
 
 @dataclass(frozen=True)
 class OptimizeReport:
-    """What ``optimize`` wrote and how close the optimised vectors are to fp32."""
+    """What ``optimize`` wrote and how close the optimised model's outputs are to fp32.
+
+    ``measure`` names ``quality``: "mean cosine" of document vectors for an encoder, "score
+    correlation" (Pearson) of logits for a cross-encoder. ``worst`` is the minimum cosine for an
+    encoder, the share of pseudo-queries whose top document is unchanged for a cross-encoder.
+    """
 
     folder: Path
     precision: str
     calibration_docs: int
     check_docs: int
-    mean_cosine: float
-    min_cosine: float
+    measure: str
+    quality: float
+    worst: float
 
 
 def _sample(corpus: Corpus, calibration: int, check: int, seed: int) -> tuple[list[str], list[str]]:
@@ -66,14 +75,83 @@ def _sample(corpus: Corpus, calibration: int, check: int, seed: int) -> tuple[li
     return [texts[i] for i in order[:n_cal]], [texts[i] for i in order[n_cal : n_cal + n_check]]
 
 
-def _encode(st: Any, runner: OpenVINORunner, texts: list[str], prompt: str, pooling: str,
-            max_length: int, batch_size: int = 32) -> np.ndarray:
-    out = []
-    for i in range(0, len(texts), batch_size):
-        features = tokenize(st, [prompt + t for t in texts[i : i + batch_size]], max_length)
-        out.append(pool(runner(features), features["attention_mask"], pooling))
-    vectors = np.concatenate(out)
-    return vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
+def _pseudo_pairs(texts: list[str], seed: int, group: int = 8) -> list[tuple[str, str]]:
+    """(pseudo-query, document) pairs from documents alone, for cross-encoders: the first words of
+    a document paired with itself and ``group - 1`` other documents (a spread of relevance)."""
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for i, text in enumerate(texts):
+        query = " ".join(text.split()[:12])
+        others = rng.choice(len(texts), size=min(group - 1, len(texts) - 1), replace=False)
+        pairs.append((query, text))
+        pairs.extend((query, texts[j]) for j in others if j != i)
+    return pairs
+
+
+class _Dense:
+    """What optimize needs from a bi-encoder: conversion inputs and a vector-level check."""
+
+    measure = "mean cosine"
+
+    def __init__(self, source: Path) -> None:
+        self.reference = DenseEncoder(source, backend="torch", precision="float32")
+        self.st = self.reference.st
+        spec = self.reference.spec()
+        if spec["normalize"] is not True:
+            raise ConfigError("only cosine-similarity models can be optimised and checked (for now)")
+        self.pooling, self.prompt = spec["pooling"], spec["prompts"]["document"]
+        self.max_length = int(self.st.max_seq_length)
+        self.module, self.tokenizer, self.base_sha256 = self.st[0].auto_model, self.st.tokenizer, \
+            spec["weights_sha256"]
+
+    def calibrate(self, ov_model: Any, texts: list[str]) -> Any:
+        return quantize_int8(ov_model, self.tokenizer, [self.prompt + t for t in texts], self.max_length)
+
+    def check(self, runner: OpenVINORunner, texts: list[str]) -> tuple[float, float]:
+        fast = []
+        for i in range(0, len(texts), 32):
+            features = tokenize(self.tokenizer, [self.prompt + t for t in texts[i : i + 32]], self.max_length)
+            fast.append(pool(runner(features), features["attention_mask"], self.pooling))
+        vectors = np.concatenate(fast)
+        vectors /= np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
+        cosines = (vectors * self.reference.encode_documents(texts)).sum(axis=1)
+        return float(cosines.mean()), float(cosines.min())
+
+
+class _Cross:
+    """What optimize needs from a cross-encoder: pseudo-pair calibration and a score-level check."""
+
+    measure = "score correlation"
+
+    def __init__(self, source: Path, seed: int) -> None:
+        from pretriever.encoders.cross import Reranker
+
+        self.reference = Reranker.load(source, backend="torch", precision="float32")
+        self.seed = seed
+        self.max_length = self.reference.max_length
+        self.module, self.tokenizer = self.reference.st.transformers_model, self.reference.st.tokenizer
+        self.base_sha256 = self.reference.spec()["weights_sha256"]
+        self.pooling = None
+
+    def calibrate(self, ov_model: Any, texts: list[str]) -> Any:
+        pairs = _pseudo_pairs(texts, self.seed, group=2)
+        return quantize_int8(ov_model, self.tokenizer, [q for q, _ in pairs], self.max_length,
+                             pairs_with=[d for _, d in pairs])
+
+    def check(self, runner: OpenVINORunner, texts: list[str]) -> tuple[float, float]:
+        group = 8
+        pairs = _pseudo_pairs(texts, self.seed + 1, group=group)
+        exact = self.reference.score(pairs)
+        fast = np.concatenate([
+            np.asarray(runner(tokenize(self.tokenizer, [q for q, _ in pairs[i : i + 32]], self.max_length,
+                                       pairs_with=[d for _, d in pairs[i : i + 32]])),
+                       dtype=np.float32).reshape(-1)
+            for i in range(0, len(pairs), 32)
+        ])
+        correlation = float(np.corrcoef(fast, exact)[0, 1]) if exact.std() > 0 else 1.0
+        tops = [np.argmax(fast[i : i + group]) == np.argmax(exact[i : i + group])
+                for i in range(0, len(pairs) - group + 1, group)]
+        return correlation, float(np.mean(tops)) if tops else 1.0
 
 
 def optimize(
@@ -85,17 +163,20 @@ def optimize(
     calibration: int = 300,
     check: int = 200,
     seed: int = 0,
-    min_cosine: float = 0.995,
+    min_quality: float = 0.995,
     force: bool = False,
     corpus_name: str | None = None,
 ) -> OptimizeReport:
     """Convert (and for int8, quantise) ``model`` and store it in ``<folder>/openvino/``.
 
-    ``out``: copy the model folder there first (required for the bundled model, which lives in
-    site-packages); otherwise the model folder itself gains the subfolder. Raises
-    QualityGuardError when the mean cosine to fp32 on the check sample is below ``min_cosine``
-    and ``force`` is false; nothing is written then.
+    ``model`` is a bi-encoder or a cross-encoder (reranker) folder. ``out``: copy the model folder
+    there first (required for the bundled model, which lives in site-packages); otherwise the
+    model folder itself gains the subfolder. Raises QualityGuardError when the quality measure
+    on the check sample (mean cosine to fp32 for an encoder, correlation of scores with fp32 for
+    a reranker) is below ``min_quality`` and ``force`` is false; nothing is written then.
     """
+    from pretriever.encoders.cross import is_cross_encoder_folder
+
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision '{precision}'; choose int8 or bf16")
     precision = PRECISIONS[precision]
@@ -107,37 +188,29 @@ def optimize(
                           "optimise a copy of it")
     if out is not None and Path(out).exists():
         raise PretrieverError(f"{out} already exists; choose another --out")
-    reference = DenseEncoder(source, backend="torch", precision="float32")
-    st = reference.st
-    spec = reference.spec()
-    if spec["normalize"] is not True:
-        raise ConfigError("only cosine-similarity models can be optimised and checked (for now)")
-    max_length = int(st.max_seq_length)
+    target_model = _Cross(source, seed) if is_cross_encoder_folder(source) else _Dense(source)
     calibration_texts, check_texts = _sample(corpus, calibration, check, seed)
-    prompt = spec["prompts"]["document"]
-    ov_model = convert(st, max_length)
+    ov_model = convert(target_model.module, target_model.tokenizer, target_model.max_length)
     if precision == "int8":
-        ov_model = quantize_int8(ov_model, st, [prompt + t for t in calibration_texts], max_length)
+        ov_model = target_model.calibrate(ov_model, calibration_texts)
     runner = OpenVINORunner(ov_model, precision)
-    fast = _encode(st, runner, check_texts, prompt, spec["pooling"], max_length)
-    exact = reference.encode_documents(check_texts)
-    cosines = (fast * exact).sum(axis=1)
-    mean, low = float(cosines.mean()), float(cosines.min())
-    if mean < min_cosine and not force:
+    quality, worst = target_model.check(runner, check_texts)
+    measure = target_model.measure
+    if quality < min_quality and not force:
         raise QualityGuardError(
-            f"the {precision} model's vectors are too far from fp32 on {len(check_texts)} documents "
-            f"of the corpus: mean cosine {mean:.4f} (min {low:.4f}), below {min_cosine}; nothing "
-            "was written. Try more calibration documents (--calibration 1000), --precision bf16, "
-            "or --force to keep it anyway"
+            f"the {precision} model is too far from fp32 on {len(check_texts)} documents of the "
+            f"corpus: {measure} {quality:.4f} (worst {worst:.4f}), below {min_quality}; nothing was "
+            "written. Try more calibration documents (--calibration 1000), --precision bf16, or "
+            "--force to keep it anyway"
         )
     n_cal = len(calibration_texts) if precision == "int8" else 0
-    params = {"precision": precision, "max_length": max_length, "pooling": spec["pooling"],
-              "base_weights_sha256": spec["weights_sha256"]}
+    params = {"precision": precision, "max_length": target_model.max_length,
+              "pooling": target_model.pooling, "base_weights_sha256": target_model.base_sha256}
     provenance = {
         "calibration": {"corpus": corpus_name, "corpus_sha256": corpus.sha256, "documents": n_cal,
                         "seed": seed},
-        "check": {"documents": len(check_texts), "mean_cosine": mean, "min_cosine": low,
-                  "threshold": min_cosine, "forced": bool(force and mean < min_cosine)},
+        "check": {"documents": len(check_texts), "measure": measure, "quality": quality,
+                  "worst": worst, "threshold": min_quality, "forced": bool(force and quality < min_quality)},
     }
     if out is not None:  # a copy of the model folder, with the OpenVINO model inside, atomically
         target = Path(out)
@@ -148,7 +221,7 @@ def optimize(
         target = source
         with atomic_dir(source / OV_DIR, overwrite=True) as tmp:
             _write_openvino(tmp, ov_model, params, provenance)
-    return OptimizeReport(target, precision, n_cal, len(check_texts), mean, low)
+    return OptimizeReport(target, precision, n_cal, len(check_texts), measure, quality, worst)
 
 
 def _write_openvino(folder: Path, ov_model: Any, params: dict[str, Any], provenance: dict[str, Any]) -> None:

@@ -60,3 +60,8 @@ def print_json(data: Any) -> None:
 
 def warn(message: str) -> None:
     print(f"pretriever: warning: {message}", file=sys.stderr)
+
+
+def info(message: str) -> None:
+    """A status line on stderr (long jobs in logs, where no progress bar is drawn)."""
+    print(f"pretriever: {message}", file=sys.stderr, flush=True)

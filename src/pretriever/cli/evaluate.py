@@ -31,6 +31,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", default="minilm",
                         help="model for dense/hybrid: a sentence-transformers folder or 'minilm' (default)")
     add_backend_args(parser)
+    parser.add_argument("--rerank", metavar="MODEL_DIR",
+                        help="also rerank each retriever's top --rerank-depth with this cross-encoder "
+                        "(an extra row per retriever, compared with significance)")
+    parser.add_argument("--rerank-depth", type=int, default=100, help="documents reranked (default 100)")
     parser.add_argument("--split", default="test", help="qrels split to evaluate on (default test)")
     parser.add_argument("--metrics", "-m", nargs="+", metavar="M",
                         default=["nDCG@10", "Recall@100", "MRR@10", "MAP@100", "P@10"],
@@ -55,12 +59,19 @@ def run(args: argparse.Namespace) -> int:
 
     for metric in args.metrics:
         parse_metric(metric)  # fail on a typo before any work
-    if args.save_run and len(args.retriever) > 1:
-        raise ConfigError("--save-run takes a single --retriever")
+    if args.save_run and (len(args.retriever) > 1 or args.rerank):
+        raise ConfigError("--save-run takes a single --retriever and no --rerank")
+    if args.rerank_depth < 1:
+        raise ConfigError(f"--rerank-depth must be at least 1, got {args.rerank_depth}")
     if args.k < 1:
         raise ConfigError(f"-k must be at least 1, got {args.k}")
     dataset = load_dataset(args.dataset, lenient=args.lenient)
     qrels = dataset.qrels(args.split)
+    reranker = None
+    if args.rerank:
+        from pretriever.encoders.cross import Reranker
+
+        reranker = Reranker.load(args.rerank, backend=args.backend, precision=args.precision)
     evaluations = []
     for spec in args.retriever:
         run, name, notes = retrieve(dataset, spec, split=args.split, k=args.k, progress=show_progress(),
@@ -68,6 +79,13 @@ def run(args: argparse.Namespace) -> int:
         if args.save_run:
             write_run(args.save_run, run, name=name.replace(" ", "_"))
         evaluations.append(evaluate(qrels, run, args.metrics, name=name, notes=notes))
+        if reranker is not None:
+            queries = dataset.split_queries(args.split)
+            reranked = reranker.rerank(run, queries, dataset.corpus.text_map(), depth=args.rerank_depth,
+                                       progress=show_progress())
+            how = f"reranked top {args.rerank_depth} with {args.rerank} ({'/'.join(reranker.resolved)})"
+            evaluations.append(evaluate(qrels, reranked, args.metrics, name=f"{name} > rerank",
+                                        notes=[*notes, how]))
     comparisons = []
     if len(evaluations) > 1:
         comparisons = compare(evaluations, args.metrics[0], test=args.test, seed=args.seed)

@@ -1,4 +1,5 @@
-"""``pretriever optimize MODEL --dataset D``: a fast OpenVINO copy of an encoder, quality-checked."""
+"""``pretriever optimize MODEL --dataset D``: a fast OpenVINO copy of an encoder or reranker,
+quality-checked."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import argparse
 from pretriever.cli._common import add_dataset_args
 
 DESCRIPTION = """\
-Convert a sentence-transformers model folder to OpenVINO and store it in the folder's
-openvino/ subfolder (the folder still loads unchanged in sentence-transformers). int8 is
-statically quantised with NNCF, calibrated on a sample of the dataset's own documents; bf16
-stores the converted model for OpenVINO's bf16 mode. A separate sample is then encoded by both
-models; below a mean cosine of 0.995 to fp32 the result is refused (unless --force). Encoders
-with backend/precision 'auto' use a stored int8 model from then on."""
+Convert a sentence-transformers model folder (a bi-encoder or a reranker) to OpenVINO and
+store it in the folder's openvino/ subfolder (the folder still loads unchanged in
+sentence-transformers). int8 is statically quantised with NNCF, calibrated on a sample of
+the dataset's own documents; bf16 stores the converted model for OpenVINO's bf16 mode.
+A separate sample is then run through both models; below a mean cosine of 0.995 to fp32
+the result is refused (unless --force). For a reranker, pseudo-queries (a document's first
+words) are paired with documents, and the check is the correlation of scores with fp32.
+Models with backend/precision 'auto' use a stored int8 model from then on."""
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -36,9 +39,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--check", type=int, default=200,
                         help="other corpus documents used for the quality check (default 200)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the document samples")
-    parser.add_argument("--min-cosine", type=float, default=0.995,
-                        help="refuse below this mean cosine to fp32 (default 0.995)")
-    parser.add_argument("--force", action="store_true", help="keep the model even below --min-cosine")
+    parser.add_argument("--min-quality", type=float, default=0.995,
+                        help="refuse below this agreement with fp32: mean cosine of vectors for an "
+                        "encoder, correlation of scores for a reranker (default 0.995)")
+    parser.add_argument("--force", action="store_true", help="keep the model even below --min-quality")
     parser.set_defaults(handler=run)
 
 
@@ -49,9 +53,9 @@ def run(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.dataset, lenient=args.lenient)
     report = optimize(args.model, dataset.corpus, precision=args.precision, out=args.out,
                       calibration=args.calibration, check=args.check, seed=args.seed,
-                      min_cosine=args.min_cosine, force=args.force, corpus_name=dataset.name)
+                      min_quality=args.min_quality, force=args.force, corpus_name=dataset.name)
     print(f"{report.precision} OpenVINO model -> {report.folder}/openvino "
           f"(calibrated on {report.calibration_docs} documents of {dataset.name}; on "
-          f"{report.check_docs} others: mean cosine to fp32 {report.mean_cosine:.5f}, "
-          f"min {report.min_cosine:.5f})")
+          f"{report.check_docs} others: {report.measure} to fp32 {report.quality:.5f}, "
+          f"worst {report.worst:.5f})")
     return 0

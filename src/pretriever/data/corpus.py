@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +94,10 @@ class Corpus:
         """Title and text of every document joined with a space: what lexical indexes see."""
         return [f"{t} {x}" if t else x for t, x in zip(self.titles, self.texts)]
 
+    def text_map(self) -> TextMap:
+        """Document id -> title and text joined (as ``contents``), without a second copy."""
+        return TextMap(self)
+
     @property
     def n_empty(self) -> int:
         """Documents with neither title nor text (kept, so qrels pointing at them stay valid)."""
@@ -106,6 +110,28 @@ class Corpus:
             "sha256": self.sha256,
             "documents": len(self),
         }
+
+
+class TextMap(Mapping[str, str]):
+    """Read-only view of a Corpus: document id -> contents (title and text joined)."""
+
+    def __init__(self, corpus: Corpus) -> None:
+        self.corpus = corpus
+        self.positions = corpus.positions
+
+    def __getitem__(self, doc_id: str) -> str:
+        i = self.positions[doc_id]
+        title, text = self.corpus.titles[i], self.corpus.texts[i]
+        return f"{title} {text}" if title else text
+
+    def __contains__(self, doc_id: object) -> bool:
+        return doc_id in self.positions
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.corpus.ids)
+
+    def __len__(self) -> int:
+        return len(self.corpus)
 
 
 def _first(obj: dict[str, Any], keys: tuple[str, ...]) -> Any:

@@ -20,11 +20,10 @@ import numpy as np
 
 from pretriever._io import atomic_dir, sha256_file
 from pretriever._manifest import read_manifest, write_manifest
+from pretriever.encoders import backends
 from pretriever.errors import ConfigError, DataNotFoundError, MissingDependencyError
 
 FORMAT_VERSION = 1
-BACKENDS = ("auto", "torch", "openvino")
-PRECISIONS = ("auto", "float32", "bfloat16", "float16", "int8")
 # what makes two encoders produce comparable vectors (backend and precision only add noise)
 IDENTITY_KEYS = ("weights_sha256", "prompts", "max_length", "pooling", "include_prompt",
                  "normalize", "similarity", "dim")
@@ -61,18 +60,6 @@ def resolve_model(name: str | Path) -> str:
     return text
 
 
-def _torch_device(device: str | None) -> str:
-    if device:
-        return device
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
 class DenseEncoder:
     """A sentence-transformers bi-encoder.
 
@@ -99,10 +86,7 @@ class DenseEncoder:
         backend: str = "auto",
         precision: str = "auto",
     ) -> None:
-        if backend not in BACKENDS:
-            raise ConfigError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
-        if precision not in PRECISIONS:
-            raise ConfigError(f"unknown precision '{precision}'; choose one of {', '.join(PRECISIONS)}")
+        backends.check_choice(backend, precision)
         self.backend = backend
         self.precision = precision
         self.model = str(model)
@@ -128,7 +112,7 @@ class DenseEncoder:
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
         try:
-            model = SentenceTransformer(source, device=_torch_device(self.device),
+            model = SentenceTransformer(source, device=backends.torch_device(self.device),
                                         local_files_only=Path(source).is_dir())
         except OSError as exc:
             raise DataNotFoundError(
@@ -144,59 +128,17 @@ class DenseEncoder:
     def source(self) -> str:
         return resolve_model(self.model)
 
-    def saved_openvino(self) -> dict[str, Any] | None:
-        """The manifest of an OpenVINO model stored in the model folder by ``optimize``, if any."""
-        from pretriever.encoders.openvino import OV_DIR, OV_FORMAT_VERSION, OV_KIND
-
-        folder = Path(self.source) / OV_DIR
-        if not (folder / "manifest.json").is_file():
-            return None
-        return read_manifest(folder, kind=OV_KIND, max_format_version=OV_FORMAT_VERSION, verify=False)
-
     @cached_property
     def resolved(self) -> tuple[str, str]:
-        """The (backend, precision) actually used, after resolving "auto"."""
-        from pretriever.encoders.openvino import cpu_has_bf16, openvino_available
-
-        backend, precision = self.backend, self.precision
-        on_cpu = _torch_device(self.device) == "cpu"
-        saved = self.saved_openvino() if on_cpu else None
-        saved_precision = saved["params"]["precision"] if saved else None
-        if precision == "auto":
-            if not on_cpu:
-                precision = "float16"
-            elif saved_precision and backend in ("auto", "openvino"):
-                precision = saved_precision
-            else:
-                precision = "bfloat16" if cpu_has_bf16() else "float32"
-        if backend == "auto":
-            use_ov = on_cpu and openvino_available() and (precision == "int8" or cpu_has_bf16())
-            backend = "openvino" if use_ov or precision == "int8" else "torch"
-        if backend == "openvino" and not on_cpu:
-            raise ConfigError("the OpenVINO backend runs on the CPU; use backend='torch' on a GPU")
-        if precision == "int8" and (backend != "openvino" or saved_precision != "int8"):
-            raise ConfigError(
-                f"no int8 model in {self.source}: create one with `pretriever optimize "
-                f"{self.model} --dataset DATASET --precision int8`"
-            )
-        if backend == "openvino" and not openvino_available():
-            raise MissingDependencyError("openvino", extra="openvino", feature="the OpenVINO backend")
-        if precision == "float16" and backend != "torch":
-            raise ConfigError("float16 is a GPU precision of the torch backend; use bfloat16 on a CPU")
-        return backend, precision
+        """The (backend, precision) actually used, after resolving "auto" (see ``backends``)."""
+        return backends.resolve(self.backend, self.precision, device=self.device, source=self.source,
+                                model=self.model)
 
     @cached_property
     def _runner(self) -> Any:
-        """The OpenVINO runner (converted from the torch model, or read from the folder for int8)."""
-        from pretriever.encoders.openvino import OV_DIR, OV_XML, OpenVINORunner, convert
-
-        _, precision = self.resolved
-        saved = self.saved_openvino()
-        if saved is not None and saved["params"]["precision"] == precision:
-            folder = Path(self.source) / OV_DIR
-            read_manifest(folder, kind=saved["kind"], verify=True)  # checksums before use
-            return OpenVINORunner(folder / OV_XML, precision)
-        return OpenVINORunner(convert(self.st, int(self.st.max_seq_length)), precision)
+        """The OpenVINO runner (read from the model folder when stored there, else converted)."""
+        return backends.openvino_runner(self.source, self.resolved[1], self.st[0].auto_model,
+                                        self.st.tokenizer, int(self.st.max_seq_length))
 
     @cached_property
     def _torch_model(self) -> Any:
@@ -315,10 +257,12 @@ class DenseEncoder:
         return self._encode(texts, self.prompts["document"])
 
     # -- persistence ---------------------------------------------------------------------------
-    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+    def save(self, path: str | Path, *, overwrite: bool = False, provenance: dict[str, Any] | None = None,
+             files: dict[str, str] | None = None) -> Path:
         """Write a sentence-transformers folder (prompts and max length included) plus a manifest.
 
-        The folder loads unchanged in plain ``SentenceTransformer(path)``.
+        The folder loads unchanged in plain ``SentenceTransformer(path)``. ``files`` adds text
+        files (name -> content) covered by the manifest's checksums.
         """
         path = Path(path)
         model = self.st
@@ -327,7 +271,14 @@ class DenseEncoder:
         try:
             with atomic_dir(path, overwrite=overwrite) as tmp:
                 model.save(str(tmp))
-                write_manifest(tmp, kind=self.kind, format_version=FORMAT_VERSION, params=self.spec(),
+                for name, content in (files or {}).items():
+                    (tmp / name).write_text(content, encoding="utf-8")
+                params = self.spec()
+                weights = sorted(tmp.glob("*.safetensors"))
+                params["source"] = str(path.resolve())  # the saved weights, not the ones loaded
+                params["weights_sha256"] = sha256_file(weights[0]) if len(weights) == 1 else None
+                write_manifest(tmp, kind=self.kind, format_version=FORMAT_VERSION, params=params,
+                               provenance=provenance or {},
                                libraries=("torch", "transformers", "sentence-transformers"))
         finally:
             model.prompts = saved_prompts
@@ -396,7 +347,7 @@ def encoder_from_spec(spec: dict[str, Any], *, device: str | None = None, backen
     if (backend, precision) == ("auto", "auto") and spec.get("backend") and spec.get("precision"):
         recorded = make(spec["backend"], spec["precision"])
         try:
-            on_cpu = _torch_device(device) == "cpu"
+            on_cpu = backends.torch_device(device) == "cpu"
             if not (on_cpu and spec["precision"] == "float16") and recorded.resolved:
                 encoder = recorded
         except (ConfigError, MissingDependencyError):

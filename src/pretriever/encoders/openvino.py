@@ -56,10 +56,17 @@ def cpu_has_bf16() -> bool:
     return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
 
 
-def tokenize(st: Any, texts: Sequence[str], max_length: int) -> dict[str, np.ndarray]:
-    """Tokenise like sentence-transformers (pad to the longest, truncate at max length), as int64."""
-    features = st.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length,
-                            return_tensors="np")
+def tokenize(model: Any, texts: Sequence[str], max_length: int,
+             pairs_with: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Tokenise like sentence-transformers (pad to the longest, truncate at max length), as int64.
+
+    ``model`` is anything with a ``tokenizer`` (a SentenceTransformer or CrossEncoder) or a
+    tokenizer itself; ``pairs_with`` gives the second text of each pair (cross-encoders).
+    """
+    tokenizer = getattr(model, "tokenizer", model)
+    second = list(pairs_with) if pairs_with is not None else None
+    features = tokenizer(list(texts), second, padding=True, truncation=True, max_length=max_length,
+                         return_tensors="np")
     return {k: np.asarray(v, dtype=np.int64) for k, v in features.items()}
 
 
@@ -76,14 +83,15 @@ def pool(hidden: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
     raise ConfigError(f"pooling '{mode}' is not supported by the OpenVINO backend; use backend='torch'")
 
 
-def convert(st: Any, max_length: int) -> Any:
-    """Convert the transformer of a sentence-transformers model to an OpenVINO model (f32)."""
+def convert(module: Any, tokenizer: Any, max_length: int) -> Any:
+    """Convert a transformers module (a bi-encoder's transformer, or a cross-encoder's sequence
+    classifier) to an OpenVINO model (f32) with dynamic batch and sequence axes."""
     ov = _ov()
     import torch
 
-    example = st.tokenizer(["an example", "a second, longer example sentence"], padding=True,
-                           truncation=True, max_length=max_length, return_tensors="pt")
-    module = st[0].auto_model.float().eval()
+    example = tokenizer(["an example", "a second, longer example sentence"], ["a pair", "b"],
+                        padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    module = module.float().eval()
     with warnings.catch_warnings(), torch.inference_mode():
         warnings.simplefilter("ignore")  # tracer notes about python booleans: shapes stay dynamic
         model = ov.convert_model(module, example_input=dict(example))
@@ -93,13 +101,17 @@ def convert(st: Any, max_length: int) -> Any:
     return model
 
 
-def quantize_int8(model: Any, st: Any, texts: Sequence[str], max_length: int, batch_size: int = 8) -> Any:
-    """Static int8 quantisation with NNCF's transformer preset, calibrated on ``texts``."""
+def quantize_int8(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int, batch_size: int = 8,
+                  pairs_with: Sequence[str] | None = None) -> Any:
+    """Static int8 quantisation with NNCF's transformer preset, calibrated on ``texts`` (and the
+    second texts ``pairs_with`` for a cross-encoder)."""
     try:
         import nncf
     except ImportError:
         raise MissingDependencyError("nncf", extra="openvino", feature="int8 quantisation") from None
-    batches = [tokenize(st, texts[i : i + batch_size], max_length) for i in range(0, len(texts), batch_size)]
+    batches = [tokenize(tokenizer, texts[i : i + batch_size], max_length,
+                        None if pairs_with is None else pairs_with[i : i + batch_size])
+               for i in range(0, len(texts), batch_size)]
     names = [p.get_any_name() for p in model.inputs]
     dataset = nncf.Dataset(batches, lambda b: {n: b[n] for n in names if n in b})
     with warnings.catch_warnings():

@@ -1,8 +1,11 @@
-"""A pipeline: several first-stage retrievers whose runs are fused, saved and searched as one index.
+"""A pipeline: first-stage retrievers whose runs are fused, then optionally reranked by a
+cross-encoder, saved and searched as one index.
 
-The folder holds each member index in ``retrievers/<name>/`` (each with its own manifest) and the
-fusion settings in the pipeline's manifest, so a hybrid system is one artefact that can be
-loaded, searched and evaluated like any index, and its members can still be used on their own.
+The folder holds each member index in ``retrievers/<name>/`` (each with its own manifest), the
+fusion and rerank settings in the pipeline's manifest, and, with a rerank stage, the reranker in
+``reranker/`` and the document texts it reads in ``documents.jsonl``. So a multi-stage system is
+one artefact that can be loaded, searched and evaluated like any index, and its parts can still
+be used on their own.
 """
 
 from __future__ import annotations
@@ -13,25 +16,31 @@ from typing import Any, ClassVar
 
 from pretriever._io import atomic_dir
 from pretriever._manifest import read_manifest, write_manifest
-from pretriever.data.corpus import Corpus
-from pretriever.errors import ConfigError, NotBuiltError
+from pretriever.data.corpus import Corpus, read_corpus
+from pretriever.encoders.cross import rerank_scores
+from pretriever.errors import ConfigError, NotBuiltError, PretrieverError
 from pretriever.indexes.base import Index, load_index
 from pretriever.retrieval.fusion import Fusion, fuse, tune_weights
 from pretriever.types import Qrels, Queries, Run
 
 FORMAT_VERSION = 1
+DOCUMENTS = "documents.jsonl"
 
 
 class Pipeline:
     """Fuse the runs of named first-stage retrievers.
 
-    ``depth`` is how many results each member returns before fusion (at least ``k``).
+    ``depth`` is how many results each member returns before fusion (at least ``k``). With a
+    ``reranker`` (a ``Reranker``), the fused top-``rerank_depth`` of each query is reordered by
+    it, its scores mixed with the fused ones by ``interpolation`` (1.0 = the reranker alone; see
+    ``rerank_scores``); the pipeline then keeps the corpus texts, given to ``build``.
     """
 
     kind: ClassVar[str] = "index.pipeline"
 
     def __init__(self, retrievers: Mapping[str, Index], fusion: Fusion | None = None, *,
-                 depth: int = 100) -> None:
+                 depth: int = 100, reranker: Any = None, rerank_depth: int = 100,
+                 interpolation: float = 1.0) -> None:
         if not retrievers:
             raise ConfigError("a pipeline needs at least one retriever")
         for name in retrievers:
@@ -40,19 +49,31 @@ class Pipeline:
         self.retrievers = dict(retrievers)
         self.fusion = fusion or Fusion()
         self.depth = depth
+        if rerank_depth < 1:
+            raise ConfigError(f"rerank_depth must be at least 1, got {rerank_depth}")
+        if not 0.0 <= interpolation <= 1.0:
+            raise ConfigError(f"interpolation must be between 0 and 1, got {interpolation}")
+        self.reranker = reranker
+        self.rerank_depth = rerank_depth
+        self.interpolation = interpolation
+        self.documents: Corpus | None = None
 
     def __repr__(self) -> str:
-        return f"Pipeline({list(self.retrievers)}, {self.fusion})"
+        rerank = f", rerank={self.reranker!r}@{self.rerank_depth}" if self.reranker else ""
+        return f"Pipeline({list(self.retrievers)}, {self.fusion}{rerank})"
 
     @property
     def is_built(self) -> bool:
-        return all(getattr(r, "is_built", True) for r in self.retrievers.values())
+        members = all(getattr(r, "is_built", True) for r in self.retrievers.values())
+        return members and (self.reranker is None or self.documents is not None)
 
     def build(self, corpus: Corpus) -> Pipeline:
         """Build every member that is not built yet (already built ones are reused)."""
         for retriever in self.retrievers.values():
             if not getattr(retriever, "is_built", False):
                 retriever.build(corpus)
+        if self.reranker is not None:
+            self.documents = corpus
         return self
 
     def member_runs(self, queries: Queries, k: int = 100) -> list[Run]:
@@ -64,9 +85,48 @@ class Pipeline:
     def search(self, queries: Queries, k: int = 100) -> Run:
         if k < 1:
             raise ConfigError(f"k must be at least 1, got {k}")
-        runs = self.member_runs(queries, k)
-        fused = fuse(runs, self.fusion, k=k)
+        if self.reranker is None:
+            fused = fuse(self.member_runs(queries, k), self.fusion, k=k)
+            return {q: fused.get(q, {}) for q in queries}
+        first = self.first_stage(queries, max(k, self.rerank_depth))
+        scores = self.reranker.score_run(first, queries, self._texts, depth=self.rerank_depth)
+        reranked = rerank_scores(first, scores, interpolation=self.interpolation)
+        return {q: dict(ranked_items(reranked.get(q, {}), k)) for q in queries}
+
+    def first_stage(self, queries: Queries, k: int = 100) -> Run:
+        """The fused run before any reranking."""
+        fused = fuse(self.member_runs(queries, k), self.fusion, k=k)
         return {q: fused.get(q, {}) for q in queries}
+
+    @property
+    def _texts(self) -> Any:
+        if self.documents is None:
+            raise NotBuiltError("this Pipeline's rerank stage has no documents: call build(corpus)")
+        return self.documents.text_map()
+
+    def tune_interpolation(self, qrels: Qrels, queries: Queries, *, metric: str = "nDCG@10",
+                           step: float = 0.1, split: str | None = None) -> float:
+        """Set ``interpolation`` by grid search on a dev/train split; returns the tuned score there.
+
+        Tune on queries the reranker was not trained on (``train-reranker`` holds some out).
+        """
+        from pretriever.evaluation.measures import evaluate
+
+        if split == "test":
+            raise ConfigError("the interpolation weight must not be tuned on the test split; use dev")
+        if self.reranker is None:
+            raise ConfigError("this pipeline has no rerank stage to tune")
+        first = self.first_stage(queries, self.rerank_depth)
+        scores = self.reranker.score_run(first, queries, self._texts, depth=self.rerank_depth)
+        steps = round(1.0 / step)
+        best = (-1.0, 1.0)
+        for i in range(steps + 1):
+            weight = round(i * step, 6)
+            run = rerank_scores(first, scores, interpolation=weight)
+            value = evaluate(qrels, run, [metric]).metrics[metric]
+            best = max(best, (value, weight))  # ties: the larger weight (more reranker)
+        self.interpolation = best[1]
+        return best[0]
 
     def tune(self, qrels: Qrels, queries: Queries, *, metric: str = "nDCG@10", step: float = 0.1,
              split: str | None = None) -> float:
@@ -82,7 +142,12 @@ class Pipeline:
         return dict(getattr(first, "corpus_info", {}))
 
     def params(self) -> dict[str, Any]:
-        return {"fusion": self.fusion.to_dict(), "depth": self.depth, "members": list(self.retrievers)}
+        params: dict[str, Any] = {"fusion": self.fusion.to_dict(), "depth": self.depth,
+                                  "members": list(self.retrievers)}
+        if self.reranker is not None:
+            params["rerank"] = {"reranker": self.reranker.spec(), "depth": self.rerank_depth,
+                                "interpolation": self.interpolation}
+        return params
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write the members under ``retrievers/`` and the fusion settings, atomically."""
@@ -92,6 +157,9 @@ class Pipeline:
         with atomic_dir(path, overwrite=overwrite) as tmp:
             for name, retriever in self.retrievers.items():
                 retriever.save(tmp / "retrievers" / name)
+            if self.reranker is not None:
+                self.reranker.save(tmp / "reranker")
+                _write_documents(tmp / DOCUMENTS, self.documents)
             write_manifest(tmp, kind=self.kind, format_version=FORMAT_VERSION, params=self.params(),
                            provenance={"corpus": self.corpus_info})
         return path
@@ -105,4 +173,34 @@ class Pipeline:
         members = {name: load_index(path / "retrievers" / name) for name in params["members"]}
         f = params["fusion"]
         fusion = Fusion(f["method"], f["norm"], tuple(f["weights"]) if f["weights"] else None, f["rrf_k"])
-        return cls(members, fusion, depth=params["depth"])
+        rerank = params.get("rerank")
+        if not rerank:
+            return cls(members, fusion, depth=params["depth"])
+        from pretriever.encoders.cross import Reranker
+
+        recorded = rerank["reranker"]
+        reranker = Reranker.load(path / "reranker", backend=recorded.get("backend", "auto"),
+                                 precision=recorded.get("precision", "auto"))
+        try:
+            reranker.resolved  # noqa: B018 - can this machine run the recorded path?
+        except PretrieverError:
+            reranker = Reranker.load(path / "reranker")
+        pipeline = cls(members, fusion, depth=params["depth"], reranker=reranker,
+                       rerank_depth=rerank["depth"], interpolation=rerank["interpolation"])
+        pipeline.documents = read_corpus(path / DOCUMENTS, progress=False)
+        return pipeline
+
+
+def _write_documents(path: Path, corpus: Corpus | None) -> None:
+    import json
+
+    if corpus is None:
+        raise NotBuiltError("build the pipeline (with its corpus) before saving its rerank stage")
+    with path.open("w", encoding="utf-8") as f:
+        for doc_id, title, text in zip(corpus.ids, corpus.titles, corpus.texts):
+            f.write(json.dumps({"_id": doc_id, "title": title, "text": text}, ensure_ascii=False) + "\n")
+
+
+def ranked_items(scores: dict[str, float], k: int) -> list[tuple[str, float]]:
+    """The top-``k`` (doc id, score) pairs, ties broken by doc id."""
+    return sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:k]

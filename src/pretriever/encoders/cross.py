@@ -1,0 +1,294 @@
+"""Cross-encoder reranker over sentence-transformers' CrossEncoder (Nogueira & Cho 2019, "Passage
+Re-ranking with BERT").
+
+The query and a document are read together by one transformer whose classification head gives
+a relevance logit. sentence-transformers owns the model (tokenisation, the classifier, saving);
+pretriever adds what a reranking stage needs around it: batches sorted by length so padding is
+not computed (the scores never depend on the batch size), the same torch / OpenVINO backends as
+the bi-encoder, raw logits as scores (monotone in the sigmoid ST applies, and what margin-MSE
+distillation wants), and a spec recorded in every pipeline manifest.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from pretriever._io import atomic_dir, sha256_file
+from pretriever._manifest import read_manifest, write_manifest
+from pretriever.encoders import backends
+from pretriever.encoders.dense import resolve_model
+from pretriever.errors import ConfigError, DataNotFoundError, MissingDependencyError
+from pretriever.types import Queries, Run
+
+FORMAT_VERSION = 1
+
+
+def is_cross_encoder_folder(path: str | Path) -> bool:
+    """True for a folder holding a sequence-classification model (a cross-encoder)."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        architectures = json.loads(config.read_text(encoding="utf-8")).get("architectures") or []
+    except (OSError, json.JSONDecodeError):
+        return False
+    return any(a.endswith("ForSequenceClassification") for a in architectures)
+
+
+class Reranker:
+    """A cross-encoder that scores (query, document) pairs; higher is more relevant.
+
+    ``model``: a cross-encoder folder (one trained by ``pretriever train-reranker``), a hub id, or
+    a bi-encoder such as "minilm" to start training from (its classifier head is then new and
+    untrained: such a model must be trained before it ranks anything).
+    """
+
+    kind: ClassVar[str] = "encoder.cross"
+
+    def __init__(
+        self,
+        model: str | Path = "minilm",
+        *,
+        max_length: int = 256,
+        batch_size: int = 32,
+        device: str | None = None,
+        backend: str = "auto",
+        precision: str = "auto",
+    ) -> None:
+        backends.check_choice(backend, precision)
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+        if max_length < 8:
+            raise ConfigError(f"max_length must be at least 8 tokens, got {max_length}")
+        self.model = str(model)
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.device = device
+        self.backend = backend
+        self.precision = precision
+
+    def __repr__(self) -> str:
+        return (f"Reranker(model={self.model!r}, backend={self.backend!r}, "
+                f"precision={self.precision!r}, max_length={self.max_length})")
+
+    @property
+    def source(self) -> str:
+        return resolve_model(self.model)
+
+    @cached_property
+    def st(self) -> Any:
+        """The underlying ``sentence_transformers.CrossEncoder`` (fp32), loaded on first use."""
+        try:
+            from sentence_transformers import CrossEncoder
+        except ImportError:
+            raise MissingDependencyError("sentence-transformers", feature="reranking") from None
+        import transformers
+
+        source = self.source
+        verbosity = transformers.logging.get_verbosity()
+        transformers.logging.set_verbosity_error()  # a new head's "newly initialized" report
+        try:
+            model = CrossEncoder(source, num_labels=1, max_length=self.max_length,
+                                 device=backends.torch_device(self.device),
+                                 local_files_only=Path(source).is_dir())
+        except OSError as exc:
+            raise DataNotFoundError(f"cannot load reranker '{self.model}' ({exc})") from None
+        finally:
+            transformers.logging.set_verbosity(verbosity)
+        if int(model.num_labels) != 1:
+            raise ConfigError(f"{self.model} has {model.num_labels} labels; a reranker needs 1")
+        model.eval()
+        return model
+
+    @property
+    def trained(self) -> bool:
+        """False when the classifier head is newly initialised (a bi-encoder folder as base)."""
+        return is_cross_encoder_folder(self.source)
+
+    @cached_property
+    def resolved(self) -> tuple[str, str]:
+        """The (backend, precision) actually used, after resolving "auto" (see ``backends``)."""
+        return backends.resolve(self.backend, self.precision, device=self.device, source=self.source,
+                                model=self.model)
+
+    @cached_property
+    def _runner(self) -> Any:
+        return backends.openvino_runner(self.source, self.resolved[1], self.st.transformers_model,
+                                        self.st.tokenizer, self.max_length)
+
+    @cached_property
+    def _torch_model(self) -> Any:
+        """The classifier used on the torch backend (a half-precision copy for bf16/fp16)."""
+        model = self.st.transformers_model
+        precision = self.resolved[1]
+        if precision not in ("bfloat16", "float16"):
+            return model
+        import copy
+
+        import torch
+
+        return copy.deepcopy(model).to(torch.bfloat16 if precision == "bfloat16" else torch.float16)
+
+    @cached_property
+    def _weights_sha256(self) -> str | None:
+        folder = Path(self.source)
+        files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+        return sha256_file(files[0]) if len(files) == 1 else None
+
+    def spec(self) -> dict[str, Any]:
+        """What changes the scores: recorded in pipeline manifests."""
+        return {"kind": self.kind, "model": self.model, "source": self.source,
+                "weights_sha256": self._weights_sha256, "max_length": self.max_length,
+                "batch_size": self.batch_size, "backend": self.resolved[0], "precision": self.resolved[1]}
+
+    # -- scoring -------------------------------------------------------------------------------
+    def token_lengths(self, queries: Sequence[str], documents: Sequence[str]) -> np.ndarray:
+        """Token count of each pair, capped at max length: the key for length-sorted batches."""
+        ids = self.st.tokenizer(list(queries), list(documents), truncation=True,
+                                max_length=self.max_length)["input_ids"]
+        return np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+
+    def score_batch(self, queries: Sequence[str], documents: Sequence[str]) -> np.ndarray:
+        """Logits of one batch of pairs as given (no re-batching), float32."""
+        if not queries:
+            return np.zeros(0, dtype=np.float32)
+        backend, _ = self.resolved
+        if backend == "openvino":
+            from pretriever.encoders.openvino import tokenize
+
+            features = tokenize(self.st.tokenizer, queries, self.max_length, pairs_with=documents)
+            return np.asarray(self._runner(features), dtype=np.float32).reshape(len(queries))
+        import torch
+
+        model = self._torch_model
+        features = self.st.tokenizer(list(queries), list(documents), padding=True, truncation=True,
+                                     max_length=self.max_length, return_tensors="pt")
+        features = {k: v.to(model.device) for k, v in features.items()}
+        with torch.inference_mode():
+            logits = model(**features).logits
+        return logits.float().cpu().numpy().reshape(len(queries))
+
+    def score(self, pairs: Sequence[tuple[str, str]], *, progress: bool = False) -> np.ndarray:
+        """Logit of every (query, document) pair, in input order; longest pairs are batched first."""
+        if not pairs:
+            return np.zeros(0, dtype=np.float32)
+        from tqdm.auto import tqdm
+
+        queries = [q for q, _ in pairs]
+        documents = [d for _, d in pairs]
+        order = np.argsort(-self.token_lengths(queries, documents), kind="stable")
+        out = np.empty(len(pairs), dtype=np.float32)
+        bar = tqdm(total=len(pairs), desc="rerank", unit="pair", disable=not progress)
+        for start in range(0, len(pairs), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            out[rows] = self.score_batch([queries[i] for i in rows], [documents[i] for i in rows])
+            bar.update(len(rows))
+        bar.close()
+        return out
+
+    def score_run(self, run: Run, queries: Queries, documents: Mapping[str, str], *,
+                  depth: int | None = None, progress: bool = False) -> Run:
+        """Cross-encoder logits for the top-``depth`` documents of each query of ``run`` (all of
+        them when ``depth`` is None): teacher scores, or the input of ``rerank``."""
+        from pretriever.runs import ranked
+
+        pairs: list[tuple[str, str]] = []
+        keys: list[tuple[str, str]] = []
+        for qid, scores in run.items():
+            if qid not in queries:
+                raise ConfigError(f"the run has query '{qid}', which is not among the given queries; "
+                                  "use the queries of the split the run was made on")
+            for hit in ranked(scores, depth):
+                if hit.doc_id not in documents:
+                    raise ConfigError(f"the run ranks document '{hit.doc_id}' for query '{qid}', which "
+                                      "is not in the corpus; was the run made on another corpus?")
+                pairs.append((queries[qid], documents[hit.doc_id]))
+                keys.append((qid, hit.doc_id))
+        scores = self.score(pairs, progress=progress)
+        out: Run = {qid: {} for qid in run}
+        for (qid, doc_id), value in zip(keys, scores.tolist()):
+            out[qid][doc_id] = value
+        return out
+
+    def rerank(self, run: Run, queries: Queries, documents: Mapping[str, str], *, depth: int = 100,
+               interpolation: float = 1.0, progress: bool = False) -> Run:
+        """Reorder the top-``depth`` of each query; see ``rerank_scores``."""
+        teacher = self.score_run(run, queries, documents, depth=depth, progress=progress)
+        return rerank_scores(run, teacher, interpolation=interpolation)
+
+    # -- persistence ---------------------------------------------------------------------------
+    def save(self, path: str | Path, *, overwrite: bool = False, provenance: dict[str, Any] | None = None,
+             files: dict[str, str] | None = None) -> Path:
+        """A CrossEncoder folder (loads in plain sentence-transformers) plus a manifest; ``files``
+        adds text files (name -> content), covered by the manifest's checksums."""
+        path = Path(path)
+        with atomic_dir(path, overwrite=overwrite) as tmp:
+            self.st.save(str(tmp))
+            for name, content in (files or {}).items():
+                (tmp / name).write_text(content, encoding="utf-8")
+            params = {k: v for k, v in self.spec().items() if k not in ("source", "weights_sha256")}
+            write_manifest(tmp, kind=self.kind, format_version=FORMAT_VERSION, params=params,
+                           provenance=provenance or {},
+                           libraries=("torch", "transformers", "sentence-transformers"))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str | None = None, backend: str = "auto",
+             precision: str = "auto", batch_size: int | None = None) -> Reranker:
+        """Load a folder written by ``save`` or any cross-encoder folder. The saved batch size is
+        reused unless one is given (padding changes scores in the last float digits)."""
+        path = Path(path)
+        max_length, saved_batch = 256, 32
+        if (path / "manifest.json").is_file():
+            manifest = read_manifest(path, kind=cls.kind, max_format_version=FORMAT_VERSION,
+                                     verify=False)
+            max_length = int(manifest["params"]["max_length"])
+            saved_batch = int(manifest["params"].get("batch_size", saved_batch))
+        elif not is_cross_encoder_folder(path):
+            raise DataNotFoundError(f"{path} is not a cross-encoder folder (no sequence-classification "
+                                    "config.json); train one with `pretriever train-reranker`")
+        return cls(path, max_length=max_length, device=device, backend=backend, precision=precision,
+                   batch_size=batch_size or saved_batch)
+
+
+def rerank_scores(run: Run, scores: Run, *, interpolation: float = 1.0) -> Run:
+    """Reorder each query's documents that have a reranker score; the set of documents never changes.
+
+    With ``interpolation`` = a < 1 the new score is a * minmax(reranker) + (1 - a) * minmax(first
+    stage) over the reranked documents (score interpolation, as in most multi-stage systems).
+    Documents of the run without a reranker score (below the rerank depth) keep their order
+    below every reranked one.
+    """
+    if not 0.0 <= interpolation <= 1.0:
+        raise ConfigError(f"interpolation must be between 0 and 1, got {interpolation}")
+    from pretriever.runs import ranked
+
+    out: Run = {}
+    for qid, first in run.items():
+        rescored = scores.get(qid, {})
+        top = [d for d in first if d in rescored]
+        if not top:
+            out[qid] = dict(first)
+            continue
+        new = _minmax([rescored[d] for d in top])
+        if interpolation < 1.0:
+            old = _minmax([first[d] for d in top])
+            new = interpolation * new + (1.0 - interpolation) * old
+        merged = {d: float(s) + 1.0 for d, s in zip(top, new)}  # reranked ones: in [1, 2]
+        rest = [h.doc_id for h in ranked(first) if h.doc_id not in rescored]
+        for i, doc_id in enumerate(rest):
+            merged[doc_id] = 1.0 - (i + 1) / (len(rest) + 1)  # in (0, 1), first-stage order kept
+        out[qid] = merged
+    return out
+
+
+def _minmax(values: list[float]) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64)
+    low, high = array.min(), array.max()
+    return (array - low) / (high - low) if high > low else np.ones_like(array)

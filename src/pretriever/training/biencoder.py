@@ -1,0 +1,281 @@
+"""``train``: fine-tune a dense bi-encoder on labelled (query, relevant document) pairs.
+
+Objectives (``training.objectives``): InfoNCE over in-batch and hard negatives (default),
+margin-MSE distillation from teacher scores (a reranker folder, or a run file of scores such as
+``pretriever score`` writes), or both summed. Negatives (``training.negatives.static``):
+STAR's static hard negatives from any first stage mixed with random ones; ``hard=0, random=1``
+is plain random-negative training. Options: an easy-to-hard curriculum (each epoch draws its
+hard negatives from a window of first-stage ranks that moves from the deep half of the ranking to
+the top), and loss-based sample reweighting (the highest- and lowest-loss shares of each batch
+get weight 0: likely false negatives and already-solved samples). A dev set (the ``dev`` split,
+else held-out training queries) is scored after each epoch by reranking its first-stage top
+``dev_depth`` with the current model, and the best weights are kept. The result is a plain
+sentence-transformers folder (prompts and pooling kept) with a manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from pretriever.data.dataset import load_dataset
+from pretriever.errors import ConfigError, PretrieverError
+from pretriever.training.batching import unique_query_batches
+from pretriever.training.config import to_dict
+from pretriever.training.loop import LoopConfig, LoopResult, autocast_dtype, train_loop
+from pretriever.training.negatives.static import Example, NegativeConfig, build_examples
+from pretriever.training.reranker import first_stage_run, split_dev
+from pretriever.types import Run
+
+LOSSES = ("infonce", "margin-mse", "both")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of ``pretriever train`` (see ``--help`` for each)."""
+
+    dataset: str
+    out: str
+    split: str = "train"
+    base: str = "minilm"
+    loss: str = "infonce"
+    first_stage: str = "bm25"
+    negatives: NegativeConfig = field(default_factory=lambda: NegativeConfig(hard=1, depth=100))
+    teacher: str | None = None
+    loop: LoopConfig = field(default_factory=lambda: LoopConfig(epochs=1, lr=3e-5))
+    batch_size: int = 32
+    max_length: int = 256
+    query_max_length: int = 64
+    temperature: float = 0.05
+    curriculum: bool = False
+    reweight_high: float = 0.0
+    reweight_low: float = 0.0
+    dev_split: str | None = None
+    dev_fraction: float = 0.1
+    dev_depth: int = 30
+    max_examples: int | None = None
+    precision: str = "auto"
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ConfigError(f"unknown loss '{self.loss}'; choose one of {', '.join(LOSSES)}")
+        if self.loss != "infonce" and not self.teacher:
+            raise ConfigError(f"loss '{self.loss}' distils from a teacher: give teacher = a reranker "
+                              "folder or a run file of teacher scores (`pretriever score`)")
+        if self.split == "test" or self.dev_split == "test":
+            raise ConfigError("a model must not be trained or selected on the test split")
+        if self.batch_size < 2:
+            raise ConfigError("batch_size must be at least 2 (in-batch negatives)")
+        if not 0 <= self.reweight_high < 0.5 or not 0 <= self.reweight_low < 0.5:
+            raise ConfigError("reweight_high and reweight_low are shares of a batch in [0, 0.5)")
+        if not self.temperature > 0:
+            raise ConfigError(f"temperature must be positive, got {self.temperature}")
+
+
+@dataclass
+class TrainReport:
+    """What ``train`` produced."""
+
+    folder: Path
+    loop: LoopResult
+    train_queries: int
+    dev_queries: int
+    examples_per_epoch: int
+    skipped_without_teacher: int = 0
+
+
+def reweight(losses: Any, high: float, low: float) -> Any:
+    """Weights that drop the ``high`` share of highest-loss and ``low`` share of lowest-loss samples,
+    rescaled to mean 1 over the batch (no weights when both are 0)."""
+    import torch
+
+    n = losses.shape[0]
+    weights = torch.ones_like(losses)
+    order = torch.argsort(losses.detach())
+    n_low, n_high = int(low * n), int(high * n)
+    if n_low:
+        weights[order[:n_low]] = 0.0
+    if n_high:
+        weights[order[n - n_high :]] = 0.0
+    return weights * (n / weights.sum().clamp(min=1.0))
+
+
+def curriculum_negatives(config: NegativeConfig, epoch: int, epochs: int) -> NegativeConfig:
+    """The negative window of ``epoch``: ranks from the deep half of the first stage at the start,
+    the whole ranking at the last epoch (easy to hard)."""
+    if epochs <= 1:
+        return config
+    share = 1.0 - epoch / (epochs - 1)
+    skip = config.skip_top + int(share * (config.depth - config.skip_top) / 2)
+    return replace(config, skip_top=min(skip, config.depth - 1))
+
+
+def _teacher_scores(teacher: str, run: Run, qrels: dict, queries: dict, texts: Any, depth: int,
+                    work: Path, progress: bool) -> Run:
+    """Teacher scores for every positive and first-stage top-``depth`` candidate: read from a run
+    file, or computed once with a reranker folder (cached in the work folder)."""
+    from pretriever.encoders.cross import is_cross_encoder_folder
+    from pretriever.runs import ranked, read_run, write_run
+
+    path = Path(teacher).expanduser()
+    if path.is_file():
+        return read_run(path)[0]
+    if not (path.is_dir() and (is_cross_encoder_folder(path) or (path / "manifest.json").is_file())):
+        raise ConfigError(f"teacher '{teacher}' is neither a run file nor a reranker folder")
+    cache = work / "teacher.trec"
+    if cache.is_file():
+        return read_run(cache)[0]
+    from pretriever.encoders.cross import Reranker
+
+    wanted: Run = {}
+    for qid, grades in qrels.items():
+        docs = {h.doc_id: 0.0 for h in ranked(run.get(qid, {}), depth)}
+        docs.update({d: 0.0 for d, g in grades.items() if g > 0})
+        wanted[qid] = docs
+    scores = Reranker.load(path).score_run(wanted, queries, texts, progress=progress)
+    work.mkdir(parents=True, exist_ok=True)
+    write_run(cache, scores, name="teacher")
+    return read_run(cache)[0]  # the rounding of the file, whether computed now or resumed
+
+
+def train(config: TrainConfig, *, progress: bool = True, stop_after: int | None = None,
+          overwrite: bool = False, work: str | Path | None = None,
+          log: Callable[[str], None] | None = None) -> TrainReport:
+    """Fine-tune a bi-encoder as ``config`` says and save it to ``config.out``.
+
+    ``work`` (default ``OUT.work``) keeps the checkpoint: rerun the same call after a kill to
+    resume. ``stop_after`` stops after that many steps (a later call resumes).
+    """
+    import torch
+
+    from pretriever.encoders.dense import DenseEncoder
+    from pretriever.evaluation.measures import evaluate
+
+    out = Path(config.out)
+    if out.exists() and not overwrite:
+        raise PretrieverError(f"{out} already exists; choose another --out or pass --overwrite")
+    work_dir = Path(work) if work else out.with_name(out.name + ".work")
+    dataset = load_dataset(config.dataset)
+    qrels = dataset.qrels(config.split)
+    if config.dev_split:
+        train_qrels, dev_qrels = qrels, dataset.qrels(config.dev_split)
+    elif "dev" in dataset.splits and config.split != "dev":
+        train_qrels, dev_qrels = qrels, dataset.qrels("dev")
+    else:
+        train_qrels, dev_qrels = split_dev(qrels, config.dev_fraction, config.loop.seed)
+    queries = dataset.queries
+    wanted = {q: queries[q] for q in [*train_qrels, *dev_qrels]}
+    depth = max(config.negatives.depth, config.dev_depth)
+    run = first_stage_run(dataset, config.first_stage, wanted, depth, progress=progress)
+    texts = dataset.corpus.text_map()
+    teacher_scores: Run = {}
+    skipped = 0
+    if config.loss != "infonce":
+        teacher_scores = _teacher_scores(str(config.teacher), run, train_qrels, queries, texts,
+                                         config.negatives.depth, work_dir, progress)
+        # negatives only among pairs the teacher scored; positives without a score are skipped
+        run = {q: {d: s for d, s in docs.items() if d in teacher_scores.get(q, {})}
+               for q, docs in run.items()}
+        kept = {q: {d: g for d, g in grades.items() if g <= 0 or d in teacher_scores.get(q, {})}
+                for q, grades in train_qrels.items()}
+        skipped = sum(len(g) for g in train_qrels.values()) - sum(len(g) for g in kept.values())
+        train_qrels = kept
+
+    def epoch_examples(epoch: int) -> list[Example]:
+        negatives = config.negatives
+        if config.curriculum:
+            negatives = curriculum_negatives(negatives, epoch, config.loop.epochs)
+        examples = build_examples(run, train_qrels, dataset.corpus.ids, negatives, epoch=epoch,
+                                  seed=config.loop.seed)
+        return examples[: config.max_examples] if config.max_examples else examples
+
+    cache: dict[int, list[list[Example]]] = {}
+
+    def batches(epoch: int) -> list[list[Example]]:
+        if epoch not in cache:
+            cache.clear()
+            cache[epoch] = unique_query_batches(epoch_examples(epoch), config.batch_size)
+        return cache[epoch]
+
+    torch.manual_seed(config.loop.seed)
+    encoder = DenseEncoder(config.base, max_length=config.max_length, device=config.device,
+                           backend="torch", precision="float32")
+    st = encoder.st
+    device = str(st.device)
+    prompts = encoder.prompts
+    normalize = encoder.normalize
+
+    def embed(batch_texts: list[str], max_length: int) -> Any:
+        features = st.tokenizer(batch_texts, padding=True, truncation=True, max_length=max_length,
+                                return_tensors="pt").to(device)
+        vectors = st(dict(features))["sentence_embedding"]
+        return torch.nn.functional.normalize(vectors, dim=-1) if normalize else vectors
+
+    def loss_fn(batch: list[Example], progress_epochs: float) -> Any:
+        from pretriever.training.objectives.infonce import per_sample
+        from pretriever.training.objectives.margin_mse import margin_mse
+
+        q = embed([prompts["query"] + queries[ex.query_id] for ex in batch], config.query_max_length)
+        d = embed([prompts["document"] + texts[doc] for ex in batch for doc in (ex.positive, *ex.negatives)],
+                  config.max_length)
+        weights = None
+        total = 0.0
+        if config.loss in ("infonce", "both"):
+            losses = per_sample(q, d, config.temperature)
+            if config.reweight_high or config.reweight_low:
+                weights = reweight(losses, config.reweight_high, config.reweight_low)
+            total = (losses * weights).mean() if weights is not None else losses.mean()
+        if config.loss in ("margin-mse", "both"):
+            t = torch.tensor([[teacher_scores[ex.query_id][doc] for doc in (ex.positive, *ex.negatives)]
+                              for ex in batch], device=device)
+            total = total + margin_mse(q, d, t, config.temperature, weights)
+        return total
+
+    dtype = autocast_dtype(config.precision, device)
+    evaluate_fn = None
+    if dev_qrels:
+        from pretriever.runs import ranked
+
+        dev_queries = {q: queries[q] for q in dev_qrels}
+        candidates = {q: [h.doc_id for h in ranked(run.get(q, {}), config.dev_depth)] for q in dev_queries}
+        doc_ids = sorted({d for docs in candidates.values() for d in docs})
+
+        def evaluate_fn() -> float:
+            with torch.inference_mode(), torch.autocast(device_type=device.split(":")[0],
+                                                        dtype=torch.bfloat16, enabled=dtype is not None):
+                dev_texts = [prompts["query"] + t for t in dev_queries.values()]
+                qv = torch.cat([embed(dev_texts[i : i + 64], config.query_max_length)
+                                for i in range(0, len(dev_texts), 64)])
+                dv = torch.cat([embed([prompts["document"] + texts[d] for d in doc_ids[i : i + 32]],
+                                      config.max_length) for i in range(0, len(doc_ids), 32)])
+            row = {d: i for i, d in enumerate(doc_ids)}
+            sims = (qv.float() @ dv.float().T).cpu().numpy()
+            scored = {q: {d: float(sims[i, row[d]]) for d in candidates[q]}
+                      for i, q in enumerate(dev_queries)}
+            return evaluate(dev_qrels, scored, ["nDCG@10"]).metrics["nDCG@10"]
+
+    fingerprint = {**to_dict(config), "out": None, "corpus_sha256": dataset.corpus.sha256}
+    result = train_loop(st, batches, loss_fn, config.loop, work=work_dir, fingerprint=fingerprint,
+                        evaluate=evaluate_fn, device=device, dtype=dtype, progress=progress,
+                        stop_after=stop_after, batch_examples=len, log=log)
+    report = TrainReport(out, result, len(train_qrels), len(dev_qrels),
+                         len(batches(0)) * config.batch_size, skipped)
+    if not result.finished:
+        return report
+    provenance = {"training": {
+        "config": to_dict(config), "dataset": dataset.name, "corpus_sha256": dataset.corpus.sha256,
+        "base": encoder.source, "train_queries": len(train_qrels), "dev_queries": sorted(dev_qrels),
+        "steps": result.steps, "losses": result.losses, "dev_history": result.history,
+        "best": result.best, "examples_per_second": result.examples_per_second,
+        "skipped_without_teacher": skipped,
+    }}
+    encoder.save(out, overwrite=overwrite, provenance=provenance,
+                 files={"training_config.json": json.dumps(to_dict(config), indent=2)})
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return report
+

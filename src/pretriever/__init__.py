@@ -31,6 +31,13 @@ _EXPORTS = {
     "FaissIndex": "pretriever.indexes.ann",
     # encoders
     "DenseEncoder": "pretriever.encoders.dense",
+    "Reranker": "pretriever.encoders.cross",
+    # training
+    "TrainConfig": "pretriever.training.biencoder",
+    "train": "pretriever.training.biencoder",
+    "RerankerConfig": "pretriever.training.reranker",
+    "train_reranker": "pretriever.training.reranker",
+    "soup": "pretriever.training.soups",
     # retrieval
     "Fusion": "pretriever.retrieval.fusion",
     "fuse": "pretriever.retrieval.fusion",

@@ -11,6 +11,7 @@ EXPECTED = [
     "NotBuiltError", "PretrieverError", "__version__", "compare", "evaluate", "load_dataset",
     "load_index", "read_corpus", "read_qrels", "read_queries", "read_run", "write_run",
     "DenseEncoder", "FaissIndex", "FlatIndex", "Fusion", "Pipeline", "fuse", "quickstart",
+    "Reranker", "TrainConfig", "train", "RerankerConfig", "train_reranker", "soup",
 ]
 
 

@@ -158,7 +158,8 @@ def test_trained_folder_loads_in_plain_sentence_transformers(tiny_train: Path, t
     plain = SentenceTransformer(str(report.folder), device="cpu").encode(texts, normalize_embeddings=True)
     np.testing.assert_allclose(ours, plain, atol=1e-5)
     manifest = json.loads((report.folder / "manifest.json").read_text())
-    assert manifest["params"]["pooling"] == "mean" and manifest["provenance"]["training"]["steps"] == report.loop.steps
+    assert manifest["params"]["pooling"] == "mean"
+    assert manifest["provenance"]["training"]["steps"] == report.loop.steps
     saved = json.loads((report.folder / "training_config.json").read_text())
     assert saved["negatives"]["hard"] == 1
 
@@ -171,3 +172,88 @@ def test_distillation_from_a_teacher_run(tiny_train: Path, tmp_path: Path) -> No
     report = train(_config(tiny_train, tmp_path / "m", loss="both", teacher=str(tmp_path / "teacher.trec"),
                            loop=LoopConfig(epochs=1, checkpoint_steps=10)), progress=False)
     assert report.loop.finished and all(np.isfinite(report.loop.losses))
+
+
+def test_soup_of_two_models_is_the_elementwise_mean(tiny_train: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from pretriever.cli import main
+    from pretriever.training.soups import soup
+
+    one = train(_config(tiny_train, tmp_path / "a", loop=LoopConfig(epochs=1, lr=1e-4, checkpoint_steps=9)),
+                progress=False).folder
+    two = train(_config(tiny_train, tmp_path / "b", loop=LoopConfig(epochs=1, lr=1e-4, checkpoint_steps=9,
+                                                                    seed=3)), progress=False).folder
+    soup([one, two], tmp_path / "soup")
+    a, b = load_file(one / "model.safetensors"), load_file(two / "model.safetensors")
+    mixed = load_file(tmp_path / "soup" / "model.safetensors")
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    for key in a:
+        torch.testing.assert_close(mixed[key], (a[key] + b[key]) / 2, rtol=0, atol=1e-7)
+    assert main(["soup", str(one), "--out", str(tmp_path / "x")]) == 2  # needs two models
+    assert main(["soup", str(one), str(two), "--greedy", "--out", str(tmp_path / "y")]) == 2
+
+
+def test_two_processes_train_with_gloo(tiny_train: Path, tmp_path: Path) -> None:
+    """torchrun with 2 CPU processes (gloo): in-batch negatives gathered, one model saved."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           "-m", "pretriever", "train", "--dataset", str(tiny_train), "--out", str(tmp_path / "ddp"),
+           "--batch-size", "2", "--max-length", "32", "--negatives", "1", "--depth", "5", "--epochs", "2",
+           "--precision", "float32"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    manifest = json.loads((tmp_path / "ddp" / "manifest.json").read_text())
+    training = manifest["provenance"]["training"]
+    assert training["processes"] == 2 and training["steps"] >= 2
+    assert all(np.isfinite(training["losses"]))
+    assert not (tmp_path / "ddp.work").exists()
+
+
+def test_lora_trains_adapters_and_merges_them_on_save(tiny_train: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+    from sentence_transformers import SentenceTransformer
+
+    from pretriever.encoders.dense import DenseEncoder, bundled_model_path
+    from pretriever.training.lora import LoraConfig, add_adapters, trainable_share
+
+    wrapped = add_adapters(DenseEncoder("minilm").st[0].auto_model, LoraConfig(r=4))
+    assert 0 < trainable_share(wrapped) < 0.05
+    report = train(_config(tiny_train, tmp_path / "lora", lora=LoraConfig(r=4),
+                           loop=LoopConfig(epochs=2, lr=1e-3, warmup_ratio=0.0, checkpoint_steps=10)),
+                   progress=False)
+    merged = load_file(report.folder / "model.safetensors")
+    base = load_file(bundled_model_path() / "model.safetensors")
+    assert set(merged) <= set(base) and not any("lora" in k for k in merged)  # plain: adapters merged
+    changed = [k for k in merged if not torch.equal(merged[k], base[k])]
+    assert changed and all("attention" in k or "dense" in k for k in changed)
+    plain = SentenceTransformer(str(report.folder), device="cpu")
+    ours = DenseEncoder(report.folder, backend="torch", precision="float32")
+    np.testing.assert_allclose(plain.encode(["bread"], normalize_embeddings=True),
+                               ours.encode_queries(["bread"]), atol=1e-5)
+
+
+def test_training_that_hurts_on_dev_keeps_the_starting_model(tiny_train: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from pretriever.encoders.dense import bundled_model_path
+
+    shutil.copy(tiny_train / "qrels" / "train.tsv", tiny_train / "qrels" / "dev.tsv")
+    try:
+        report = train(_config(tiny_train, tmp_path / "m", dev_split="dev",
+                               loop=LoopConfig(epochs=2, lr=0.5, warmup_ratio=0.0, checkpoint_steps=10)),
+                       progress=False)
+    finally:
+        (tiny_train / "qrels" / "dev.tsv").unlink()
+    history = report.loop.history
+    assert history[0]["step"] == 0 and len(history) == 3
+    assert history[-1]["score"] < history[0]["score"] and report.loop.best["step"] == 0
+    saved = load_file(report.folder / "model.safetensors")
+    base = load_file(bundled_model_path() / "model.safetensors")
+    assert all(torch.equal(saved[k], base[k]) for k in saved)

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from pretriever import __version__
-from pretriever.cli import data, evaluate, index, optimize, quickstart, rerank, search, train
+from pretriever.cli import data, evaluate, index, optimize, quickstart, rerank, search, soup, train
 from pretriever.errors import ConfigError, PretrieverError
 
 EPILOG = """\
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"pretriever {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for module in (quickstart, data, index, search, evaluate, rerank, optimize, train):
+    for module in (quickstart, data, index, search, evaluate, rerank, optimize, train, soup):
         module.register(commands)
     return parser
 

@@ -52,6 +52,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                     help="drop this share of the highest-loss examples of each batch (default 0)")
     bi.add_argument("--reweight-low", type=float,
                     help="drop this share of the lowest-loss examples of each batch (default 0)")
+    bi.add_argument("--lora-r", type=int, help="LoRA rank (default 0: full fine-tuning); merged on save")
     bi.set_defaults(handler=run_train)
 
     parser = commands.add_parser(
@@ -106,11 +107,10 @@ def run_train(args: argparse.Namespace) -> int:
         loss=args.loss, teacher=args.teacher, first_stage=args.first_stage, batch_size=args.batch_size,
         max_length=args.max_length, max_examples=args.max_examples, curriculum=args.curriculum,
         reweight_high=args.reweight_high, reweight_low=args.reweight_low, precision=args.precision,
-        **_nested(args),
+        **_nested(args), **{"lora.r": args.lora_r},
     )
     report = train(config, progress=show_progress(), overwrite=args.overwrite, log=info)
-    best = report.loop.best
-    dev = f"; best dev nDCG@10 {best['score']:.4f} at step {best['step']}" if best else ""
+    dev = _dev_summary(report.loop)
     print(f"trained bi-encoder on {report.train_queries} queries ({report.examples_per_epoch} examples/"
           f"epoch, {report.loop.steps} steps, {report.loop.examples_per_second:.1f} examples/s){dev} -> "
           f"{report.folder}")
@@ -128,9 +128,17 @@ def run_reranker(args: argparse.Namespace) -> int:
         precision=args.precision, **_nested(args),
     )
     report = train_reranker(config, progress=show_progress(), overwrite=args.overwrite, log=info)
-    best = report.loop.best
-    dev = f"; best dev nDCG@10 {best['score']:.4f} at step {best['step']}" if best else ""
+    dev = _dev_summary(report.loop)
     print(f"trained reranker on {report.train_queries} queries ({report.examples_per_epoch} groups/"
           f"epoch, {report.loop.steps} steps, {report.loop.examples_per_second:.1f} pairs/s){dev} -> "
           f"{report.folder}")
     return 0
+
+
+def _dev_summary(loop) -> str:  # LoopResult -> "; dev nDCG@10 a -> b (step n)"
+    if not loop.best or not loop.history:
+        return ""
+    start, best = loop.history[0], loop.best
+    kept = " (the starting model was best: kept)" if best["step"] == 0 else ""
+    return (f"; dev nDCG@10 {start['score']:.4f} before, {best['score']:.4f} best at step "
+            f"{best['step']}{kept}")

@@ -27,8 +27,9 @@ from pretriever.errors import ConfigError, PretrieverError
 from pretriever.training.batching import unique_query_batches
 from pretriever.training.config import to_dict
 from pretriever.training.loop import LoopConfig, LoopResult, autocast_dtype, train_loop
+from pretriever.training.lora import LoraConfig
 from pretriever.training.negatives.static import Example, NegativeConfig, build_examples
-from pretriever.training.reranker import first_stage_run, split_dev
+from pretriever.training.reranker import cap_queries, first_stage_run, split_dev
 from pretriever.types import Run
 
 LOSSES = ("infonce", "margin-mse", "both")
@@ -46,6 +47,7 @@ class TrainConfig:
     first_stage: str = "bm25"
     negatives: NegativeConfig = field(default_factory=lambda: NegativeConfig(hard=1, depth=100))
     teacher: str | None = None
+    lora: LoraConfig = field(default_factory=LoraConfig)
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(epochs=1, lr=3e-5))
     batch_size: int = 32
     max_length: int = 256
@@ -57,6 +59,7 @@ class TrainConfig:
     dev_split: str | None = None
     dev_fraction: float = 0.1
     dev_depth: int = 30
+    dev_max_queries: int = 100
     max_examples: int | None = None
     precision: str = "auto"
     device: str | None = None
@@ -155,10 +158,12 @@ def train(config: TrainConfig, *, progress: bool = True, stop_after: int | None 
 
     from pretriever.encoders.dense import DenseEncoder
     from pretriever.evaluation.measures import evaluate
+    from pretriever.training import distributed
 
     out = Path(config.out)
     if out.exists() and not overwrite:
         raise PretrieverError(f"{out} already exists; choose another --out or pass --overwrite")
+    world = distributed.init_world(config.device or "cpu")
     work_dir = Path(work) if work else out.with_name(out.name + ".work")
     dataset = load_dataset(config.dataset)
     qrels = dataset.qrels(config.split)
@@ -168,6 +173,7 @@ def train(config: TrainConfig, *, progress: bool = True, stop_after: int | None 
         train_qrels, dev_qrels = qrels, dataset.qrels("dev")
     else:
         train_qrels, dev_qrels = split_dev(qrels, config.dev_fraction, config.loop.seed)
+    dev_qrels = cap_queries(dev_qrels, config.dev_max_queries, config.loop.seed)
     queries = dataset.queries
     wanted = {q: queries[q] for q in [*train_qrels, *dev_qrels]}
     depth = max(config.negatives.depth, config.dev_depth)
@@ -176,8 +182,12 @@ def train(config: TrainConfig, *, progress: bool = True, stop_after: int | None 
     teacher_scores: Run = {}
     skipped = 0
     if config.loss != "infonce":
+        if not world.main:
+            distributed.barrier(world)  # process 0 scores the pairs once and caches them
         teacher_scores = _teacher_scores(str(config.teacher), run, train_qrels, queries, texts,
-                                         config.negatives.depth, work_dir, progress)
+                                         config.negatives.depth, work_dir, progress and world.main)
+        if world.main:
+            distributed.barrier(world)
         # negatives only among pairs the teacher scored; positives without a score are skipped
         run = {q: {d: s for d, s in docs.items() if d in teacher_scores.get(q, {})}
                for q, docs in run.items()}
@@ -202,11 +212,18 @@ def train(config: TrainConfig, *, progress: bool = True, stop_after: int | None 
             cache[epoch] = unique_query_batches(epoch_examples(epoch), config.batch_size)
         return cache[epoch]
 
+    if config.batch_size % world.size:
+        raise ConfigError(f"batch_size {config.batch_size} must be a multiple of the {world.size} processes")
     torch.manual_seed(config.loop.seed)
-    encoder = DenseEncoder(config.base, max_length=config.max_length, device=config.device,
-                           backend="torch", precision="float32")
+    encoder = DenseEncoder(config.base, max_length=config.max_length, backend="torch", precision="float32",
+                           device=distributed.local_device(world, config.device))
     st = encoder.st
+    if config.lora.enabled:
+        from pretriever.training.lora import add_adapters
+
+        st[0].model = add_adapters(st[0].model, config.lora)
     device = str(st.device)
+    group = 1 + config.negatives.hard + config.negatives.random
     prompts = encoder.prompts
     normalize = encoder.normalize
 
@@ -220,13 +237,15 @@ def train(config: TrainConfig, *, progress: bool = True, stop_after: int | None 
         from pretriever.training.objectives.infonce import per_sample
         from pretriever.training.objectives.margin_mse import margin_mse
 
+        batch = batch[world.rank :: world.size]  # this process's share of the global batch
         q = embed([prompts["query"] + queries[ex.query_id] for ex in batch], config.query_max_length)
         d = embed([prompts["document"] + texts[doc] for ex in batch for doc in (ex.positive, *ex.negatives)],
                   config.max_length)
         weights = None
         total = 0.0
         if config.loss in ("infonce", "both"):
-            losses = per_sample(q, d, config.temperature)
+            losses = per_sample(q, distributed.gather(d, world), config.temperature, group,
+                                offset=world.rank * len(batch) * group)
             if config.reweight_high or config.reweight_low:
                 weights = reweight(losses, config.reweight_high, config.reweight_low)
             total = (losses * weights).mean() if weights is not None else losses.mean()
@@ -238,7 +257,7 @@ def train(config: TrainConfig, *, progress: bool = True, stop_after: int | None 
 
     dtype = autocast_dtype(config.precision, device)
     evaluate_fn = None
-    if dev_qrels:
+    if dev_qrels and world.main:
         from pretriever.runs import ranked
 
         dev_queries = {q: queries[q] for q in dev_qrels}
@@ -262,17 +281,22 @@ def train(config: TrainConfig, *, progress: bool = True, stop_after: int | None 
     fingerprint = {**to_dict(config), "out": None, "corpus_sha256": dataset.corpus.sha256}
     result = train_loop(st, batches, loss_fn, config.loop, work=work_dir, fingerprint=fingerprint,
                         evaluate=evaluate_fn, device=device, dtype=dtype, progress=progress,
-                        stop_after=stop_after, batch_examples=len, log=log)
+                        stop_after=stop_after, batch_examples=len, log=log, main=world.main,
+                        before_step=lambda params: distributed.average_gradients(params, world))
     report = TrainReport(out, result, len(train_qrels), len(dev_qrels),
                          len(batches(0)) * config.batch_size, skipped)
-    if not result.finished:
+    if not result.finished or not world.main:
         return report
+    if config.lora.enabled:
+        from pretriever.training.lora import merge
+
+        st[0].model = merge(st[0].model)
     provenance = {"training": {
         "config": to_dict(config), "dataset": dataset.name, "corpus_sha256": dataset.corpus.sha256,
         "base": encoder.source, "train_queries": len(train_qrels), "dev_queries": sorted(dev_qrels),
         "steps": result.steps, "losses": result.losses, "dev_history": result.history,
         "best": result.best, "examples_per_second": result.examples_per_second,
-        "skipped_without_teacher": skipped,
+        "skipped_without_teacher": skipped, "processes": world.size,
     }}
     encoder.save(out, overwrite=overwrite, provenance=provenance,
                  files={"training_config.json": json.dumps(to_dict(config), indent=2)})

@@ -59,7 +59,8 @@ class LoopConfig:
 
 @dataclass
 class LoopResult:
-    """What happened: steps run, the loss curve (per checkpoint interval), dev history, timing."""
+    """What happened: steps run, the loss curve (per checkpoint interval), dev history (step 0 is
+    the starting model), timing."""
 
     steps: int
     total_steps: int
@@ -107,17 +108,21 @@ def train_loop(
     batch_examples: Callable[[Any], int] = len,
     on_step: Callable[[int], None] | None = None,
     log: Callable[[str], None] | None = None,
+    before_step: Callable[[list[Any]], None] | None = None,
+    main: bool = True,
 ) -> LoopResult:
     """Train ``model`` (a torch module) in place.
 
     ``batches(epoch)`` lists the epoch's batches (counts may differ by epoch); ``loss_fn(batch,
     epoch_progress)`` returns the scalar loss. ``work`` keeps the checkpoint and the best weights;
     a checkpoint made with another ``fingerprint`` (the trainer's resolved config) is refused.
-    ``evaluate()`` returns a dev score (higher is better); the best weights are loaded into the
-    model at the end. ``stop_after`` stops after that many steps in total (time-boxed jobs; a later
+    ``evaluate()`` returns a dev score (higher is better), measured before training too; the best
+    weights are loaded into the model at the end, the starting ones if training never beat them.
+    ``stop_after`` stops after that many steps in total (time-boxed jobs; a later
     call resumes). ``on_step(step)`` runs after every optimizer step (e.g. re-mining negatives).
     ``log(line)`` receives a status line at each checkpoint and dev evaluation (for logs, where
-    a progress bar is not drawn).
+    a progress bar is not drawn). ``before_step(params)`` runs between backward and the optimizer
+    step (gradient averaging across processes); only the ``main`` process writes checkpoints.
     """
     import torch
     from tqdm.auto import tqdm
@@ -145,9 +150,11 @@ def train_loop(
         torch.set_rng_state(state["rng"])
         result.steps = result.resumed_from = state["step"]
         result.losses, result.history, result.best = state["losses"], state["history"], state["best"]
-    bar = tqdm(total=total, initial=result.steps, desc="train", unit="step", disable=not progress)
+    bar = tqdm(total=total, initial=result.steps, desc="train", unit="step", disable=not (progress and main))
 
     def say(line: str) -> None:
+        if not main:
+            return
         if progress:
             bar.write(line)
         elif log is not None:
@@ -155,6 +162,14 @@ def train_loop(
 
     if result.resumed_from:
         say(f"resumed from the checkpoint at step {result.resumed_from} of {total}")
+    if evaluate is not None and result.steps == 0 and not result.history:
+        # the starting point, so that training which makes the model worse is caught and undone
+        model.eval()
+        entry = {"step": 0, "epoch": 0.0, "score": float(evaluate())}
+        result.history.append(entry)
+        result.best = entry
+        _save_weights(model, work / BEST)
+        say(f"step 0: dev {entry['score']:.4f} before training")
     started = time.perf_counter()
     running: list[float] = []
     model.train()
@@ -168,6 +183,8 @@ def train_loop(
                                 enabled=dtype is not None):
                 loss = loss_fn(batch, epoch + offset / per_epoch)
             loss.backward()
+            if before_step is not None:
+                before_step(params)
             if config.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
             optimizer.step()
@@ -200,7 +217,8 @@ def train_loop(
                     (stop_after is not None and result.steps >= stop_after):
                 result.losses.append(sum(running) / max(len(running), 1))
                 running = []
-                _save_checkpoint(work, fingerprint, model, optimizer, scheduler, result)
+                if main:
+                    _save_checkpoint(work, fingerprint, model, optimizer, scheduler, result)
                 elapsed = time.perf_counter() - started
                 say(f"step {result.steps}/{total}: loss {result.losses[-1]:.4f}, "
                     f"{result.examples / max(elapsed, 1e-9):.1f} examples/s, checkpoint saved")
@@ -213,6 +231,9 @@ def train_loop(
     result.finished = True
     if result.best is not None and (work / BEST).is_file():
         model.load_state_dict(torch.load(work / BEST, map_location="cpu", weights_only=True))
+        if result.best["step"] == 0:
+            say(f"warning: training never beat the starting model on dev ({result.best['score']:.4f}); "
+                "the starting weights are kept")
     model.eval()
     return result
 

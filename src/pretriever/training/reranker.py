@@ -51,6 +51,7 @@ class RerankerConfig:
     dev_split: str | None = None
     dev_fraction: float = 0.1
     dev_depth: int = 30
+    dev_max_queries: int = 100
     max_examples: int | None = None
     precision: str = "auto"
     device: str | None = None
@@ -112,6 +113,15 @@ def split_dev(qrels: Qrels, fraction: float, seed: int) -> tuple[Qrels, Qrels]:
     return {q: v for q, v in qrels.items() if q not in dev}, dev
 
 
+def cap_queries(qrels: Qrels, limit: int, seed: int) -> Qrels:
+    """A seeded sample of at most ``limit`` queries (dev evaluation during training stays cheap)."""
+    if limit <= 0 or len(qrels) <= limit:
+        return qrels
+    ids = sorted(qrels)
+    keep = sorted(np.random.default_rng([seed, 11]).choice(len(ids), size=limit, replace=False).tolist())
+    return {ids[i]: qrels[ids[i]] for i in keep}
+
+
 def train_reranker(config: RerankerConfig, *, progress: bool = True, stop_after: int | None = None,
                    overwrite: bool = False, work: str | Path | None = None,
                    log: Callable[[str], None] | None = None) -> TrainReport:
@@ -137,6 +147,7 @@ def train_reranker(config: RerankerConfig, *, progress: bool = True, stop_after:
         train_qrels, dev_qrels = qrels, dataset.qrels("dev")
     else:
         train_qrels, dev_qrels = split_dev(qrels, config.dev_fraction, config.loop.seed)
+    dev_qrels = cap_queries(dev_qrels, config.dev_max_queries, config.loop.seed)
     queries = dataset.queries
     wanted = {q: queries[q] for q in [*train_qrels, *dev_qrels]}
     depth = max(config.negatives.depth, config.dev_depth)

@@ -11,28 +11,26 @@ from __future__ import annotations
 from typing import Any
 
 
-def infonce(queries: Any, documents: Any, temperature: float = 0.05, weights: Any = None) -> Any:
-    """``queries`` [B, d]; ``documents`` [B * (1 + n), d] laid out as B groups of (positive, n
-    negatives), so query i's positive is row i * (1 + n). Mean (weighted) cross-entropy."""
-    import torch
-    import torch.nn.functional as F
-
-    batch = queries.shape[0]
-    group = documents.shape[0] // batch
-    scores = queries.float() @ documents.float().T / temperature
-    target = torch.arange(batch, device=scores.device) * group
-    loss = F.cross_entropy(scores, target, reduction="none")
+def infonce(queries: Any, documents: Any, temperature: float = 0.05, weights: Any = None,
+            group: int | None = None, offset: int = 0) -> Any:
+    """``queries`` [B, d]; ``documents`` [G * group, d] laid out as groups of (positive, n
+    negatives), query i's positive at row ``offset + i * group`` (``group`` defaults to
+    len(documents) / B; ``offset`` places this process's groups among documents gathered from
+    several). Mean (weighted) cross-entropy."""
+    loss = per_sample(queries, documents, temperature, group, offset)
     if weights is not None:
         loss = loss * weights
     return loss.mean()
 
 
-def per_sample(queries: Any, documents: Any, temperature: float = 0.05) -> Any:
+def per_sample(queries: Any, documents: Any, temperature: float = 0.05, group: int | None = None,
+               offset: int = 0) -> Any:
     """The unreduced InfoNCE loss of each query (for loss-based sample reweighting)."""
     import torch
     import torch.nn.functional as F
 
     batch = queries.shape[0]
-    group = documents.shape[0] // batch
+    group = group or documents.shape[0] // batch
     scores = queries.float() @ documents.float().T / temperature
-    return F.cross_entropy(scores, torch.arange(batch, device=scores.device) * group, reduction="none")
+    target = offset + torch.arange(batch, device=scores.device) * group
+    return F.cross_entropy(scores, target, reduction="none")

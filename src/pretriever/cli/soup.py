@@ -1,0 +1,48 @@
+"""``pretriever soup``: average fine-tuned models' weights (uniform or greedy model soup)."""
+
+from __future__ import annotations
+
+import argparse
+
+DESCRIPTION = """\
+Average the weights of models fine-tuned from the same base (Wortsman et al. 2022). Uniform:
+the mean of all. --greedy: models sorted by nDCG@10 on --split of --dataset (dense retrieval
+over its corpus), each added only if the soup's score does not drop. Models must share
+pooling, prompts and max length; the soup is a plain sentence-transformers folder."""
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "soup", help="average fine-tuned models (model soup)", description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  pretriever soup models/run-a models/run-b --out models/soup\n"
+        "  pretriever soup models/run-* --greedy --dataset nfcorpus --split dev --out models/greedy",
+    )
+    parser.add_argument("models", nargs="+", metavar="MODEL", help="model folders (at least two)")
+    parser.add_argument("--out", "-o", required=True, metavar="DIR", help="model folder to create")
+    parser.add_argument("--greedy", action="store_true", help="greedy soup by a dev metric")
+    parser.add_argument("--dataset", "-d", help="dataset whose --split scores models (greedy)")
+    parser.add_argument("--split", default="dev", help="split for the greedy choice (default dev)")
+    parser.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pretriever.cli._common import fresh_output
+    from pretriever.errors import ConfigError
+    from pretriever.training.soups import dev_scorer, soup
+
+    fresh_output(args.out, args.overwrite)
+    score = None
+    if args.greedy:
+        if not args.dataset:
+            raise ConfigError("--greedy needs --dataset (and --split, default dev) to score models")
+        from pretriever.data.dataset import load_dataset
+
+        score = dev_scorer(load_dataset(args.dataset), args.split)
+    report = soup(args.models, args.out, greedy=args.greedy, score=score, overwrite=args.overwrite)
+    detail = f" (dev nDCG@10 {report.soup_score:.4f})" if report.soup_score is not None else ""
+    print(f"soup of {len(report.ingredients)} models{detail}: {', '.join(report.ingredients)} -> "
+          f"{report.folder}")
+    return 0

@@ -178,3 +178,20 @@ def test_reranker_errors_teach(tiny: Path, tmp_path: Path, reranker: Reranker) -
         Reranker.load(tmp_path)
     with pytest.raises(ConfigError, match="batch_size"):
         Reranker("minilm", batch_size=0)
+
+
+def test_tuned_interpolation_is_never_worse_than_either_stage(reranker: Reranker, tiny: Path,
+                                                             tmp_path: Path) -> None:
+    from pretriever.training.reranker import tune_interpolation
+
+    ds = load_dataset(tiny)
+    run, queries, texts = _first_stage(tiny)
+    picked = tune_interpolation(reranker, run, queries, ds.qrels("test"), texts, depth=5)
+    assert picked["interpolated"] >= max(picked["first_stage"], picked["reranked"]) - 1e-12
+    assert 0.0 <= picked["interpolation"] <= 1.0
+    tuned = Reranker.load(reranker.source, backend="torch", precision="float32")
+    tuned.interpolation = picked["interpolation"]
+    tuned.save(tmp_path / "tuned")
+    again = Reranker.load(tmp_path / "tuned")
+    assert again.interpolation == picked["interpolation"]
+    assert Pipeline({"bm25": BM25Index(progress=False)}, reranker=again).interpolation == again.interpolation

@@ -90,8 +90,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     rerank.add_argument("--reranker", required=True, metavar="DIR", help="cross-encoder folder")
     rerank.add_argument("--out", "-o", required=True, metavar="DIR", help="pipeline folder to create")
     rerank.add_argument("--depth", type=int, default=100, help="documents reranked per query (default 100)")
-    rerank.add_argument("--interpolation", type=float, default=1.0,
-                        help="weight of the reranker's scores against the first stage's (default 1.0)")
+    rerank.add_argument("--interpolation", type=float,
+                        help="weight of the reranker's scores against the first stage's (default: the "
+                        "reranker's own, tuned on held-out queries when it was trained; 1.0 = alone)")
     rerank.add_argument("--tune-on", metavar="SPLIT",
                         help="tune --interpolation on this split (dev, or queries the reranker was not "
                         "trained on; never test)")

@@ -46,7 +46,9 @@ class Reranker:
 
     ``model``: a cross-encoder folder (one trained by ``pretriever train-reranker``), a hub id, or
     a bi-encoder such as "minilm" to start training from (its classifier head is then new and
-    untrained: such a model must be trained before it ranks anything).
+    untrained: such a model must be trained before it ranks anything). ``interpolation``: the
+    default weight of this reranker's scores against the first stage's (see ``rerank_scores``);
+    ``train_reranker`` tunes it on held-out queries and records it in the model's manifest.
     """
 
     kind: ClassVar[str] = "encoder.cross"
@@ -60,8 +62,11 @@ class Reranker:
         device: str | None = None,
         backend: str = "auto",
         precision: str = "auto",
+        interpolation: float = 1.0,
     ) -> None:
         backends.check_choice(backend, precision)
+        if not 0.0 <= interpolation <= 1.0:
+            raise ConfigError(f"interpolation must be between 0 and 1, got {interpolation}")
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
         if max_length < 8:
@@ -72,6 +77,7 @@ class Reranker:
         self.device = device
         self.backend = backend
         self.precision = precision
+        self.interpolation = interpolation
 
     def __repr__(self) -> str:
         return (f"Reranker(model={self.model!r}, backend={self.backend!r}, "
@@ -145,7 +151,8 @@ class Reranker:
         """What changes the scores: recorded in pipeline manifests."""
         return {"kind": self.kind, "model": self.model, "source": self.source,
                 "weights_sha256": self._weights_sha256, "max_length": self.max_length,
-                "batch_size": self.batch_size, "backend": self.resolved[0], "precision": self.resolved[1]}
+                "batch_size": self.batch_size, "interpolation": self.interpolation,
+                "backend": self.resolved[0], "precision": self.resolved[1]}
 
     # -- scoring -------------------------------------------------------------------------------
     def token_lengths(self, queries: Sequence[str], documents: Sequence[str]) -> np.ndarray:
@@ -217,10 +224,12 @@ class Reranker:
         return out
 
     def rerank(self, run: Run, queries: Queries, documents: Mapping[str, str], *, depth: int = 100,
-               interpolation: float = 1.0, progress: bool = False) -> Run:
-        """Reorder the top-``depth`` of each query; see ``rerank_scores``."""
+               interpolation: float | None = None, progress: bool = False) -> Run:
+        """Reorder the top-``depth`` of each query; see ``rerank_scores`` (``interpolation``
+        defaults to this reranker's own)."""
         teacher = self.score_run(run, queries, documents, depth=depth, progress=progress)
-        return rerank_scores(run, teacher, interpolation=interpolation)
+        weight = self.interpolation if interpolation is None else interpolation
+        return rerank_scores(run, teacher, interpolation=weight)
 
     # -- persistence ---------------------------------------------------------------------------
     def save(self, path: str | Path, *, overwrite: bool = False, provenance: dict[str, Any] | None = None,
@@ -244,17 +253,18 @@ class Reranker:
         """Load a folder written by ``save`` or any cross-encoder folder. The saved batch size is
         reused unless one is given (padding changes scores in the last float digits)."""
         path = Path(path)
-        max_length, saved_batch = 256, 32
+        max_length, saved_batch, interpolation = 256, 32, 1.0
         if (path / "manifest.json").is_file():
             manifest = read_manifest(path, kind=cls.kind, max_format_version=FORMAT_VERSION,
                                      verify=False)
             max_length = int(manifest["params"]["max_length"])
             saved_batch = int(manifest["params"].get("batch_size", saved_batch))
+            interpolation = float(manifest["params"].get("interpolation", interpolation))
         elif not is_cross_encoder_folder(path):
             raise DataNotFoundError(f"{path} is not a cross-encoder folder (no sequence-classification "
                                     "config.json); train one with `pretriever train-reranker`")
         return cls(path, max_length=max_length, device=device, backend=backend, precision=precision,
-                   batch_size=batch_size or saved_batch)
+                   batch_size=batch_size or saved_batch, interpolation=interpolation)
 
 
 def rerank_scores(run: Run, scores: Run, *, interpolation: float = 1.0) -> Run:

@@ -32,15 +32,16 @@ class Pipeline:
 
     ``depth`` is how many results each member returns before fusion (at least ``k``). With a
     ``reranker`` (a ``Reranker``), the fused top-``rerank_depth`` of each query is reordered by
-    it, its scores mixed with the fused ones by ``interpolation`` (1.0 = the reranker alone; see
-    ``rerank_scores``); the pipeline then keeps the corpus texts, given to ``build``.
+    it, its scores mixed with the fused ones by ``interpolation`` (1.0 = the reranker alone; by
+    default the reranker's own, tuned when it was trained; see ``rerank_scores``); the pipeline
+    then keeps the corpus texts, given to ``build``.
     """
 
     kind: ClassVar[str] = "index.pipeline"
 
     def __init__(self, retrievers: Mapping[str, Index], fusion: Fusion | None = None, *,
                  depth: int = 100, reranker: Any = None, rerank_depth: int = 100,
-                 interpolation: float = 1.0) -> None:
+                 interpolation: float | None = None) -> None:
         if not retrievers:
             raise ConfigError("a pipeline needs at least one retriever")
         for name in retrievers:
@@ -51,6 +52,8 @@ class Pipeline:
         self.depth = depth
         if rerank_depth < 1:
             raise ConfigError(f"rerank_depth must be at least 1, got {rerank_depth}")
+        if interpolation is None:
+            interpolation = float(getattr(reranker, "interpolation", 1.0))
         if not 0.0 <= interpolation <= 1.0:
             raise ConfigError(f"interpolation must be between 0 and 1, got {interpolation}")
         self.reranker = reranker

@@ -113,6 +113,25 @@ def split_dev(qrels: Qrels, fraction: float, seed: int) -> tuple[Qrels, Qrels]:
     return {q: v for q, v in qrels.items() if q not in dev}, dev
 
 
+def tune_interpolation(reranker: Any, first: Run, queries: Queries, qrels: Qrels, texts: Any,
+                       depth: int, step: float = 0.1) -> dict[str, Any]:
+    """The weight of the reranker's scores against the first stage's that scores best on held-out
+    queries (ties: more reranker), with the first stage's and the pure reranker's scores there."""
+    from pretriever.encoders.cross import rerank_scores
+    from pretriever.evaluation.measures import evaluate
+    from pretriever.runs import sort_run
+
+    top = sort_run(first, depth)
+    scores = reranker.score_run(top, queries, texts, depth=depth)
+    grid = [round(i * step, 6) for i in range(round(1 / step) + 1)]
+    values = {w: evaluate(qrels, rerank_scores(top, scores, interpolation=w), ["nDCG@10"]).metrics["nDCG@10"]
+              for w in grid}
+    weight = max(grid, key=lambda w: (values[w], w))
+    return {"first_stage": evaluate(qrels, top, ["nDCG@10"]).metrics["nDCG@10"], "reranked": values[1.0],
+            "interpolation": weight, "interpolated": values[weight], "queries": len(queries),
+            "depth": depth}
+
+
 def cap_queries(qrels: Qrels, limit: int, seed: int) -> Qrels:
     """A seeded sample of at most ``limit`` queries (dev evaluation during training stays cheap)."""
     if limit <= 0 or len(qrels) <= limit:
@@ -223,12 +242,21 @@ def train_reranker(config: RerankerConfig, *, progress: bool = True, stop_after:
     report = TrainReport(out, result, len(train_qrels), len(dev_qrels), len(batches(0)) * config.batch_size)
     if not result.finished:
         return report
+    selection: dict[str, Any] = {}
+    if dev_qrels:
+        selection = tune_interpolation(reranker, dev_first, dev_queries, dev_qrels, texts, config.dev_depth)
+        reranker.interpolation = selection["interpolation"]
+        if log is not None or progress:
+            (log or print)(f"dev nDCG@10: first stage {selection['first_stage']:.4f}, reranked "
+                           f"{selection['reranked']:.4f}, interpolated {selection['interpolated']:.4f} "
+                           f"(weight {selection['interpolation']})")
     provenance = {
         "training": {"config": to_dict(config), "dataset": dataset.name,
                      "corpus_sha256": dataset.corpus.sha256, "train_queries": len(train_qrels),
                      "dev_queries": sorted(dev_qrels),
                      "steps": result.steps, "losses": result.losses, "dev_history": result.history,
-                     "best": result.best, "pairs_per_second": result.examples_per_second},
+                     "best": result.best, "pairs_per_second": result.examples_per_second,
+                     "dev_selection": selection},
     }
     reranker.save(out, overwrite=overwrite, provenance=provenance,
                   files={"training_config.json": json.dumps(to_dict(config), indent=2)})

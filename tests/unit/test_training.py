@@ -257,3 +257,36 @@ def test_training_that_hurts_on_dev_keeps_the_starting_model(tiny_train: Path, t
     saved = load_file(report.folder / "model.safetensors")
     base = load_file(bundled_model_path() / "model.safetensors")
     assert all(torch.equal(saved[k], base[k]) for k in saved)
+
+
+def test_tasb_batches_come_from_one_cluster_with_balanced_margins() -> None:
+    from pretriever.training.tasb import balanced_negative, cluster_queries, tasb_batches
+
+    rng = np.random.default_rng(0)
+    ids = [f"q{i}" for i in range(16)]
+    shift = np.array([5.0, 0, 0, 0])
+    vectors = np.concatenate([rng.normal(0, 0.01, (8, 4)) + shift, rng.normal(0, 0.01, (8, 4))])
+    clusters = cluster_queries(ids, vectors, 2, seed=0)
+    assert len({clusters.labels[q] for q in ids[:8]}) == 1 and len({clusters.labels[q] for q in ids[8:]}) == 1
+    assert clusters.labels["q0"] != clusters.labels["q8"]
+    run = {q: {f"d{j}": 30.0 - j for j in range(30)} for q in ids}
+    qrels = {q: {f"d{i}": 1} for i, q in enumerate(ids)}
+    result = tasb_batches(run, qrels, clusters, NegativeConfig(hard=1, depth=30), 4, epoch=0, seed=1)
+    assert len(result.batches) == 4 and result.mixed == 0
+    for batch in result.batches:
+        assert len({clusters.labels[ex.query_id] for ex in batch}) == 1
+        assert len({ex.query_id for ex in batch}) == 4
+        assert all(ex.negatives[0] not in qrels[ex.query_id] for ex in batch)
+    # balanced: 9 candidates with small margins, 1 with a large one: the rare bin is drawn ~half the time
+    candidates = [(f"d{j}", j) for j in range(10)]
+    margins = [0.0] * 9 + [10.0]
+    picks = [balanced_negative(candidates, margins, 2, np.random.default_rng(s))[0] for s in range(400)]
+    assert 0.4 < picks.count("d9") / 400 < 0.6
+
+
+def test_tasb_training_runs_end_to_end(tiny_train: Path, tmp_path: Path) -> None:
+    report = train(_config(tiny_train, tmp_path / "tasb", sampling="tasb",
+                           loop=LoopConfig(epochs=1, checkpoint_steps=10)), progress=False)
+    assert report.loop.finished and report.loop.steps >= 1
+    with pytest.raises(ConfigError, match="TAS-B"):
+        _config(tiny_train, tmp_path / "x", sampling="tasb", negatives=NegativeConfig(hard=2, depth=5))

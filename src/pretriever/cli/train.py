@@ -52,6 +52,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                     help="drop this share of the highest-loss examples of each batch (default 0)")
     bi.add_argument("--reweight-low", type=float,
                     help="drop this share of the lowest-loss examples of each batch (default 0)")
+    bi.add_argument("--sampling", choices=["star", "tasb"],
+                    help="star (default): examples in random order; tasb: batches from one query cluster "
+                    "with margin-balanced negatives (Hofstaetter et al. 2021)")
     bi.add_argument("--lora-r", type=int, help="LoRA rank (default 0: full fine-tuning); merged on save")
     bi.set_defaults(handler=run_train)
 
@@ -107,6 +110,7 @@ def run_train(args: argparse.Namespace) -> int:
         loss=args.loss, teacher=args.teacher, first_stage=args.first_stage, batch_size=args.batch_size,
         max_length=args.max_length, max_examples=args.max_examples, curriculum=args.curriculum,
         reweight_high=args.reweight_high, reweight_low=args.reweight_low, precision=args.precision,
+        sampling=args.sampling,
         **_nested(args), **{"lora.r": args.lora_r},
     )
     report = train(config, progress=show_progress(), overwrite=args.overwrite, log=info)

@@ -33,6 +33,7 @@ from pretriever.training.reranker import cap_queries, first_stage_run, split_dev
 from pretriever.types import Run
 
 LOSSES = ("infonce", "margin-mse", "both")
+SAMPLINGS = ("star", "tasb")
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ class TrainConfig:
     loss: str = "infonce"
     first_stage: str = "bm25"
     negatives: NegativeConfig = field(default_factory=lambda: NegativeConfig(hard=1, depth=100))
+    sampling: str = "star"
+    tasb_clusters: int = 0
     teacher: str | None = None
     lora: LoraConfig = field(default_factory=LoraConfig)
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(epochs=1, lr=3e-5))
@@ -67,6 +70,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ConfigError(f"unknown loss '{self.loss}'; choose one of {', '.join(LOSSES)}")
+        if self.sampling not in SAMPLINGS:
+            raise ConfigError(f"unknown sampling '{self.sampling}'; choose one of {', '.join(SAMPLINGS)}")
+        if self.sampling == "tasb" and (self.negatives.hard != 1 or self.negatives.random):
+            raise ConfigError("TAS-B draws one balanced hard negative per query: set negatives.hard = 1 "
+                              "and negatives.random = 0")
         if self.loss != "infonce" and not self.teacher:
             raise ConfigError(f"loss '{self.loss}' distils from a teacher: give teacher = a reranker "
                               "folder or a run file of teacher scores (`pretriever score`)")
@@ -204,12 +212,28 @@ def train(config: TrainConfig, *, progress: bool = True, stop_after: int | None 
                                   seed=config.loop.seed)
         return examples[: config.max_examples] if config.max_examples else examples
 
+    clusters = None
+    if config.sampling == "tasb":
+        from pretriever.training.tasb import cluster_queries
+
+        ids = sorted(train_qrels)
+        vectors = DenseEncoder(config.base).encode_queries([queries[q] for q in ids])
+        k = config.tasb_clusters or max(1, len(ids) // (2 * config.batch_size))
+        clusters = cluster_queries(ids, vectors, k, config.loop.seed)
+
     cache: dict[int, list[list[Example]]] = {}
 
     def batches(epoch: int) -> list[list[Example]]:
         if epoch not in cache:
             cache.clear()
-            cache[epoch] = unique_query_batches(epoch_examples(epoch), config.batch_size)
+            if clusters is not None:
+                from pretriever.training.tasb import tasb_batches
+
+                cache[epoch] = tasb_batches(run, train_qrels, clusters, config.negatives, config.batch_size,
+                                            epoch=epoch, seed=config.loop.seed,
+                                            scores=teacher_scores or None).batches
+            else:
+                cache[epoch] = unique_query_batches(epoch_examples(epoch), config.batch_size)
         return cache[epoch]
 
     if config.batch_size % world.size:

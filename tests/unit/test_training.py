@@ -290,3 +290,28 @@ def test_tasb_training_runs_end_to_end(tiny_train: Path, tmp_path: Path) -> None
     assert report.loop.finished and report.loop.steps >= 1
     with pytest.raises(ConfigError, match="TAS-B"):
         _config(tiny_train, tmp_path / "x", sampling="tasb", negatives=NegativeConfig(hard=2, depth=5))
+
+
+def test_adore_trains_queries_against_a_fixed_index(tiny_train: Path, tmp_path: Path) -> None:
+    from pretriever.data import load_dataset
+    from pretriever.indexes import load_index
+    from pretriever.training.biencoder import adore_index_path
+    from pretriever.training.negatives.dynamic import DynamicNegatives
+
+    report = train(_config(tiny_train, tmp_path / "adore", sampling="adore", adore_every=1,
+                           negatives=NegativeConfig(hard=2, depth=5),
+                           loop=LoopConfig(epochs=2, lr=1e-4, warmup_ratio=0.0, checkpoint_steps=10)),
+                   progress=False)
+    training = json.loads((report.folder / "manifest.json").read_text())["provenance"]["training"]
+    assert training["remined_at_steps"][0] == 0 and len(training["remined_at_steps"]) == report.loop.steps + 1
+    index = load_index(adore_index_path(report.folder))
+    assert any("ADORE" in n for n in index.notes)
+    ds = load_dataset(tiny_train)
+    run = index.search(ds.queries, k=3)
+    assert set(run) == {"q1", "q2", "q3"} and all(len(v) == 3 for v in run.values())
+    # the index's vectors are the starting model's: the trained query encoder is recorded apart
+    params = json.loads((adore_index_path(report.folder) / "manifest.json").read_text())["params"]
+    assert params["query_encoder"]["weights_sha256"] != params["encoder"]["weights_sha256"]
+    miner = DynamicNegatives(index, ds.qrels("train"), depth=5)
+    miner.refresh(["q1", "q2"], lambda ids: index.encode_queries({q: ds.queries[q] for q in ids}), 0)
+    assert "d1" not in miner.negatives("q1", 5) and "d5" not in miner.negatives("q1", 5)

@@ -52,9 +52,12 @@ def register(commands: argparse._SubParsersAction) -> None:
                     help="drop this share of the highest-loss examples of each batch (default 0)")
     bi.add_argument("--reweight-low", type=float,
                     help="drop this share of the lowest-loss examples of each batch (default 0)")
-    bi.add_argument("--sampling", choices=["star", "tasb"],
+    bi.add_argument("--sampling", choices=["star", "tasb", "adore"],
                     help="star (default): examples in random order; tasb: batches from one query cluster "
-                    "with margin-balanced negatives (Hofstaetter et al. 2021)")
+                    "with margin-balanced negatives (Hofstaetter et al. 2021); adore: query encoder "
+                    "trained against a fixed document index, negatives re-mined every --adore-every "
+                    "steps (Zhan et al. 2021; also writes OUT-index)")
+    bi.add_argument("--adore-every", type=int, help="ADORE: re-mine negatives every N steps (default 10)")
     bi.add_argument("--lora-r", type=int, help="LoRA rank (default 0: full fine-tuning); merged on save")
     bi.set_defaults(handler=run_train)
 
@@ -110,7 +113,7 @@ def run_train(args: argparse.Namespace) -> int:
         loss=args.loss, teacher=args.teacher, first_stage=args.first_stage, batch_size=args.batch_size,
         max_length=args.max_length, max_examples=args.max_examples, curriculum=args.curriculum,
         reweight_high=args.reweight_high, reweight_low=args.reweight_low, precision=args.precision,
-        sampling=args.sampling,
+        sampling=args.sampling, adore_every=args.adore_every,
         **_nested(args), **{"lora.r": args.lora_r},
     )
     report = train(config, progress=show_progress(), overwrite=args.overwrite, log=info)

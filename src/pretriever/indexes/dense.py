@@ -101,6 +101,7 @@ class DenseIndexBase:
         self._vectors: np.ndarray | None = None
         self._doc_ids: np.ndarray | None = None
         self._spec: dict[str, Any] = {}
+        self._query_spec: dict[str, Any] | None = None  # asymmetric (ADORE): queries' own encoder
         self._corpus_info: dict[str, Any] = {}
         self.notes: list[str] = []
 
@@ -201,14 +202,29 @@ class DenseIndexBase:
         self._vectors = vectors
         self._fit(vectors)
 
-    def set_query_encoder(self, encoder: Encoder) -> None:
+    def set_query_encoder(self, encoder: Encoder, *, trained_for_documents: bool = False) -> None:
         """Encode queries with ``encoder``: refused if its vectors are not comparable with the
-        documents' (another model); another backend or precision is allowed and put in ``notes``."""
-        self.notes = check_compatible(self._spec, encoder.spec())
+        documents' (another model); another backend or precision is allowed and put in ``notes``.
+
+        ``trained_for_documents``: ``encoder`` is a query encoder trained against exactly these
+        document vectors (ADORE); it becomes the index's query encoder, recorded in its manifest,
+        and later query encoders are checked against it instead of the documents' encoder.
+        """
+        if trained_for_documents:
+            self._query_spec = encoder.spec()
+            self.notes = [f"queries encoded by {encoder.spec().get('source')}, trained against these "
+                          "document vectors (ADORE)"]
+        else:
+            reference = self._query_spec or self._spec
+            self.notes = check_compatible(reference, encoder.spec())
+            if self._query_spec:
+                self.notes.insert(0, f"queries encoded by {self._query_spec.get('source')}, trained "
+                                  "against these document vectors (ADORE)")
         self._encoder = encoder
 
     def encoder_spec(self) -> dict[str, Any]:
-        return dict(self._spec)
+        """The spec of the encoder queries must be encoded with."""
+        return dict(self._query_spec or self._spec)
 
     def encode_queries(self, queries: Queries) -> np.ndarray:
         self._check_built()
@@ -252,7 +268,8 @@ class DenseIndexBase:
             self._save_extra(tmp)
             write_manifest(
                 tmp, kind=self.kind, format_version=FORMAT_VERSION,
-                params={**self.params(), "encoder": self._spec},
+                params={**self.params(), "encoder": self._spec,
+                        **({"query_encoder": self._query_spec} if self._query_spec else {})},
                 provenance={"corpus": self._corpus_info, "documents": len(self)},
                 libraries=("torch", "transformers", "sentence-transformers", "faiss-cpu"),
             )
@@ -272,9 +289,11 @@ class DenseIndexBase:
         manifest = read_manifest(path, kind=cls.kind, max_format_version=FORMAT_VERSION, verify=verify)
         params = dict(manifest["params"])
         spec = params.pop("encoder")
+        query_spec = params.pop("query_encoder", None)
         index = cls._from_params(params)
         index._spec = spec
-        index.set_query_encoder(encoder if encoder is not None else encoder_from_spec(spec))
+        index._query_spec = query_spec
+        index.set_query_encoder(encoder if encoder is not None else encoder_from_spec(query_spec or spec))
         if cls.stores_vectors:
             index._vectors = np.load(path / "vectors.npy", mmap_mode="r" if mmap else None)
         index._doc_ids = np.asarray(json.loads((path / "doc_ids.json").read_text("utf-8")), dtype=object)

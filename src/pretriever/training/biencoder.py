@@ -22,6 +22,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pretriever.data.dataset import load_dataset
 from pretriever.errors import ConfigError, PretrieverError
 from pretriever.training.batching import unique_query_batches
@@ -33,7 +35,7 @@ from pretriever.training.reranker import cap_queries, first_stage_run, split_dev
 from pretriever.types import Run
 
 LOSSES = ("infonce", "margin-mse", "both")
-SAMPLINGS = ("star", "tasb")
+SAMPLINGS = ("star", "tasb", "adore")
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class TrainConfig:
     negatives: NegativeConfig = field(default_factory=lambda: NegativeConfig(hard=1, depth=100))
     sampling: str = "star"
     tasb_clusters: int = 0
+    adore_every: int = 10
     teacher: str | None = None
     lora: LoraConfig = field(default_factory=LoraConfig)
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(epochs=1, lr=3e-5))
@@ -72,6 +75,9 @@ class TrainConfig:
             raise ConfigError(f"unknown loss '{self.loss}'; choose one of {', '.join(LOSSES)}")
         if self.sampling not in SAMPLINGS:
             raise ConfigError(f"unknown sampling '{self.sampling}'; choose one of {', '.join(SAMPLINGS)}")
+        if self.sampling == "adore" and (self.loss != "infonce" or self.lora.enabled or self.adore_every < 1):
+            raise ConfigError("ADORE trains the query encoder with InfoNCE against a fixed document "
+                              "index: use loss = infonce, no LoRA, adore_every >= 1")
         if self.sampling == "tasb" and (self.negatives.hard != 1 or self.negatives.random):
             raise ConfigError("TAS-B draws one balanced hard negative per query: set negatives.hard = 1 "
                               "and negatives.random = 0")
@@ -171,6 +177,9 @@ def train(config: TrainConfig, *, progress: bool = True, stop_after: int | None 
     out = Path(config.out)
     if out.exists() and not overwrite:
         raise PretrieverError(f"{out} already exists; choose another --out or pass --overwrite")
+    if config.sampling == "adore":
+        return train_adore(config, progress=progress, stop_after=stop_after, overwrite=overwrite,
+                           work=work, log=log)
     world = distributed.init_world(config.device or "cpu")
     work_dir = Path(work) if work else out.with_name(out.name + ".work")
     dataset = load_dataset(config.dataset)
@@ -327,3 +336,130 @@ def train(config: TrainConfig, *, progress: bool = True, stop_after: int | None 
     shutil.rmtree(work_dir, ignore_errors=True)
     return report
 
+
+
+def adore_index_path(out: str | Path) -> Path:
+    """Where ADORE saves the fixed document index paired with the trained query encoder."""
+    out = Path(out)
+    return out.with_name(out.name + "-index")
+
+
+def train_adore(config: TrainConfig, *, progress: bool = True, stop_after: int | None = None,
+                overwrite: bool = False, work: str | Path | None = None,
+                log: Callable[[str], None] | None = None) -> TrainReport:
+    """ADORE (Zhan et al. 2021): train the query encoder against a fixed document index, negatives
+    re-mined with the current query encoder every ``adore_every`` steps.
+
+    Writes the query encoder to ``config.out`` (a plain sentence-transformers folder) and the
+    document index, with that query encoder recorded, to ``<out>-index``: search that index.
+    """
+    import torch
+
+    from pretriever.encoders.dense import DenseEncoder
+    from pretriever.evaluation.measures import evaluate
+    from pretriever.indexes.dense import FlatIndex
+    from pretriever.training.negatives.dynamic import DynamicNegatives
+    from pretriever.training.objectives.infonce import infonce
+
+    out = Path(config.out)
+    index_out = adore_index_path(out)
+    if index_out.exists() and not overwrite:
+        raise PretrieverError(f"{index_out} already exists; choose another --out or pass --overwrite")
+    work_dir = Path(work) if work else out.with_name(out.name + ".work")
+    dataset = load_dataset(config.dataset)
+    qrels = dataset.qrels(config.split)
+    if config.dev_split:
+        train_qrels, dev_qrels = qrels, dataset.qrels(config.dev_split)
+    elif "dev" in dataset.splits and config.split != "dev":
+        train_qrels, dev_qrels = qrels, dataset.qrels("dev")
+    else:
+        train_qrels, dev_qrels = split_dev(qrels, config.dev_fraction, config.loop.seed)
+    dev_qrels = cap_queries(dev_qrels, config.dev_max_queries, config.loop.seed)
+    queries = dataset.queries
+    # the fixed document index, encoded once by the starting model
+    index = FlatIndex(DenseEncoder(config.base, max_length=config.max_length), progress=progress,
+                      work_dir=work_dir / "encode").build(dataset.corpus)
+    doc_row = {d: i for i, d in enumerate(dataset.corpus.ids)}
+    doc_matrix = torch.from_numpy(np.ascontiguousarray(index.vectors, dtype=np.float32))
+
+    torch.manual_seed(config.loop.seed)
+    encoder = DenseEncoder(config.base, max_length=config.max_length, device=config.device,
+                           backend="torch", precision="float32")
+    st = encoder.st
+    device = str(st.device)
+    prompt = encoder.prompts["query"]
+    normalize = encoder.normalize
+    dtype = autocast_dtype(config.precision, device)
+
+    def embed(texts: list[str]) -> Any:
+        features = st.tokenizer(texts, padding=True, truncation=True, max_length=config.query_max_length,
+                                return_tensors="pt").to(device)
+        vectors = st(dict(features))["sentence_embedding"]
+        return torch.nn.functional.normalize(vectors, dim=-1) if normalize else vectors
+
+    def encode_now(ids: list[str]) -> np.ndarray:
+        was_training = st.training
+        st.eval()
+        with torch.inference_mode(), torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16,
+                                                    enabled=dtype is not None):
+            parts = [embed([prompt + queries[q] for q in ids[i : i + 128]]).float().cpu()
+                     for i in range(0, len(ids), 128)]
+        st.train(was_training)
+        return torch.cat(parts).numpy()
+
+    train_ids = sorted(train_qrels)
+    miner = DynamicNegatives(index, train_qrels, depth=max(config.negatives.depth, config.negatives.hard))
+    examples = [Example(q, d, (), None, ()) for q in train_ids
+                for d in sorted(x for x, g in train_qrels[q].items() if g > 0 and x in doc_row)]
+
+    def batches(epoch: int) -> list[list[Example]]:
+        order = np.random.default_rng([config.loop.seed, epoch]).permutation(len(examples))
+        picked = [examples[i] for i in order]
+        return unique_query_batches(picked[: config.max_examples] if config.max_examples else picked,
+                                    config.batch_size)
+
+    def loss_fn(batch: list[Example], progress_epochs: float) -> Any:
+        if not miner.pools:
+            miner.refresh(train_ids, encode_now, 0)
+        rows = []
+        for ex in batch:
+            negatives = miner.negatives(ex.query_id, config.negatives.hard)
+            negatives += negatives[-1:] * (config.negatives.hard - len(negatives))  # rare: short pools
+            rows.extend([doc_row[ex.positive], *(doc_row[d] for d in negatives)])
+        q = embed([prompt + queries[ex.query_id] for ex in batch])
+        docs = doc_matrix[rows].to(device)
+        return infonce(q, docs, config.temperature, group=1 + config.negatives.hard)
+
+    def on_step(step: int) -> None:
+        if step % config.adore_every == 0:
+            miner.refresh(train_ids, encode_now, step)
+
+    evaluate_fn = None
+    if dev_qrels:
+        dev_ids = list(dev_qrels)
+
+        def evaluate_fn() -> float:
+            run = index.search_vectors(dev_ids, encode_now(dev_ids), 100)
+            return evaluate(dev_qrels, run, ["nDCG@10"]).metrics["nDCG@10"]
+
+    fingerprint = {**to_dict(config), "out": None, "corpus_sha256": dataset.corpus.sha256}
+    result = train_loop(st, batches, loss_fn, config.loop, work=work_dir, fingerprint=fingerprint,
+                        evaluate=evaluate_fn, device=device, dtype=dtype, progress=progress,
+                        stop_after=stop_after, batch_examples=len, log=log, on_step=on_step)
+    report = TrainReport(out, result, len(train_qrels), len(dev_qrels), len(batches(0)) * config.batch_size)
+    if not result.finished:
+        return report
+    provenance = {"training": {
+        "config": to_dict(config), "dataset": dataset.name, "corpus_sha256": dataset.corpus.sha256,
+        "base": encoder.source, "method": "ADORE (query encoder against a fixed document index)",
+        "document_index": str(index_out.resolve()), "train_queries": len(train_qrels),
+        "dev_queries": sorted(dev_qrels), "steps": result.steps, "losses": result.losses,
+        "dev_history": result.history, "best": result.best, "examples_per_second": result.examples_per_second,
+        "remined_at_steps": miner.refreshed_at,
+    }}
+    encoder.save(out, overwrite=overwrite, provenance=provenance,
+                 files={"training_config.json": json.dumps(to_dict(config), indent=2)})
+    index.set_query_encoder(DenseEncoder.load(out), trained_for_documents=True)
+    index.save(index_out, overwrite=overwrite)
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return report

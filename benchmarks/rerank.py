@@ -65,8 +65,9 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-rerank-"))
     start = time.perf_counter()
+    # forced: the benchmark measures the int8 model whatever the guard says, and reports the guard
     report = optimize(args.model, dataset.corpus, precision="int8", out=tmp / "int8", calibration=300,
-                      check=100)
+                      check=100, force=True)
     optimize_s = time.perf_counter() - start
 
     max_length = Reranker.load(args.model).max_length
@@ -121,8 +122,8 @@ def main() -> None:
         f"{args.depth} of {args.first_stage} (nDCG@10 {first_ndcg:.4f}) for {len(queries)} test "
         f"queries; batch {BATCH}; one timed pass per path after load and one warm-up batch. nDCG@10 of "
         "the reranked top-depth. int8: `optimize(..., calibration=300, check=100)` took "
-        f"{optimize_s:.0f} s once (guard: score correlation {report.quality:.4f}, same top document "
-        f"for {report.worst:.0%} of pseudo-queries).",
+        f"{optimize_s:.0f} s once (guard: score correlation {report.quality:.4f} against the 0.995 "
+        f"threshold, same top document for {report.worst:.0%} of pseudo-queries).",
         "", table,
     ])
     print(section)

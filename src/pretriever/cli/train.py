@@ -77,6 +77,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-length", type=int, help="tokens per (query, document) pair (default 256)")
     parser.add_argument("--curriculum", action="store_true", default=None,
                         help="MacAvaney et al. 2020 difficulty curriculum")
+    parser.add_argument("--head-lr-scale", type=float,
+                        help="learning-rate multiplier of the new classifier head and pooler (default 1)")
     parser.set_defaults(handler=run_reranker)
 
 
@@ -132,7 +134,7 @@ def run_reranker(args: argparse.Namespace) -> int:
         RerankerConfig, args.config, dataset=args.dataset, out=args.out, split=args.split, base=args.base,
         loss=args.loss, first_stage=args.first_stage, batch_size=args.batch_size,
         max_length=args.max_length, max_examples=args.max_examples, curriculum=args.curriculum,
-        precision=args.precision, **_nested(args),
+        precision=args.precision, head_lr_scale=args.head_lr_scale, **_nested(args),
     )
     report = train_reranker(config, progress=show_progress(), overwrite=args.overwrite, log=info)
     dev = _dev_summary(report.loop)

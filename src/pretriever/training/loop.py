@@ -110,6 +110,7 @@ def train_loop(
     log: Callable[[str], None] | None = None,
     before_step: Callable[[list[Any]], None] | None = None,
     main: bool = True,
+    lr_scales: dict[str, float] | None = None,
 ) -> LoopResult:
     """Train ``model`` (a torch module) in place.
 
@@ -123,6 +124,8 @@ def train_loop(
     ``log(line)`` receives a status line at each checkpoint and dev evaluation (for logs, where
     a progress bar is not drawn). ``before_step(params)`` runs between backward and the optimizer
     step (gradient averaging across processes); only the ``main`` process writes checkpoints.
+    ``lr_scales`` multiplies the learning rate of parameters whose name starts with a key (a new
+    head learns faster than the pre-trained body it sits on).
     """
     import torch
     from tqdm.auto import tqdm
@@ -135,11 +138,15 @@ def train_loop(
     starts = [sum(counts[:epoch]) for epoch in range(config.epochs)]
     total = sum(counts)
     torch.manual_seed(config.seed)
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
+    groups: dict[tuple[bool, float], list[Any]] = {}
+    for name, p in named:
+        scale = next((v for k, v in (lr_scales or {}).items() if name.startswith(k)), 1.0)
+        groups.setdefault((p.ndim > 1, scale), []).append(p)
+    optimizer = torch.optim.AdamW(
+        [{"params": ps, "weight_decay": config.weight_decay if decays else 0.0, "lr": config.lr * scale}
+         for (decays, scale), ps in sorted(groups.items(), key=lambda kv: kv[0])], lr=config.lr)
     scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * total), total)
     result = LoopResult(0, total, False, 0, 0.0, 0)
     state = _load_checkpoint(work, fingerprint)

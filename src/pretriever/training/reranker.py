@@ -53,6 +53,7 @@ class RerankerConfig:
     dev_depth: int = 30
     dev_max_queries: int = 100
     max_examples: int | None = None
+    head_lr_scale: float = 1.0
     precision: str = "auto"
     device: str | None = None
 
@@ -238,7 +239,9 @@ def train_reranker(config: RerankerConfig, *, progress: bool = True, stop_after:
     fingerprint = {**to_dict(config), "out": None, "corpus_sha256": dataset.corpus.sha256}
     result = train_loop(model, batches, loss_fn, config.loop, work=work_dir, fingerprint=fingerprint,
                         evaluate=evaluate_fn, device=device, dtype=dtype, progress=progress,
-                        stop_after=stop_after, batch_examples=lambda b: len(b) * group, log=log)
+                        stop_after=stop_after, batch_examples=lambda b: len(b) * group, log=log,
+                        lr_scales={"classifier": config.head_lr_scale,
+                                   f"{model.base_model_prefix}.pooler": config.head_lr_scale})
     report = TrainReport(out, result, len(train_qrels), len(dev_qrels), len(batches(0)) * config.batch_size)
     if not result.finished:
         return report

@@ -55,6 +55,7 @@ def main() -> None:
     queries = dataset.split_queries("test")
     if args.queries:
         queries = dict(list(queries.items())[: args.queries])
+        qrels = {q: qrels[q] for q in queries}  # score the subset only
     first = first_stage_run(dataset, args.first_stage, queries, args.depth, progress=False)
     texts = dataset.corpus.text_map()
     keys = [(q, h.doc_id) for q in queries for h in ranked(first.get(q, {}), args.depth)]

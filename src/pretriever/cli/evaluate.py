@@ -83,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
             queries = dataset.split_queries(args.split)
             reranked = reranker.rerank(run, queries, dataset.corpus.text_map(), depth=args.rerank_depth,
                                        progress=show_progress())
-            how = f"reranked top {args.rerank_depth} with {args.rerank} ({'/'.join(reranker.resolved)})"
+            how = (f"reranked top {args.rerank_depth} with {args.rerank} ({'/'.join(reranker.resolved)}; "
+                   f"{reranker.describe_mix(args.rerank_depth)})")
             evaluations.append(evaluate(qrels, reranked, args.metrics, name=f"{name} > rerank",
                                         notes=[*notes, how]))
     comparisons = []

@@ -48,7 +48,8 @@ class Reranker:
     a bi-encoder such as "minilm" to start training from (its classifier head is then new and
     untrained: such a model must be trained before it ranks anything). ``interpolation``: the
     default weight of this reranker's scores against the first stage's (see ``rerank_scores``);
-    ``train_reranker`` tunes it on held-out queries and records it in the model's manifest.
+    ``train_reranker`` tunes it on held-out queries and records it in the model's manifest, with
+    the rerank depth it was tuned at (``interpolation_depth``).
     """
 
     kind: ClassVar[str] = "encoder.cross"
@@ -63,6 +64,7 @@ class Reranker:
         backend: str = "auto",
         precision: str = "auto",
         interpolation: float = 1.0,
+        interpolation_depth: int | None = None,
     ) -> None:
         backends.check_choice(backend, precision)
         if not 0.0 <= interpolation <= 1.0:
@@ -78,6 +80,7 @@ class Reranker:
         self.backend = backend
         self.precision = precision
         self.interpolation = interpolation
+        self.interpolation_depth = interpolation_depth
 
     def __repr__(self) -> str:
         return (f"Reranker(model={self.model!r}, backend={self.backend!r}, "
@@ -152,6 +155,7 @@ class Reranker:
         return {"kind": self.kind, "model": self.model, "source": self.source,
                 "weights_sha256": self._weights_sha256, "max_length": self.max_length,
                 "batch_size": self.batch_size, "interpolation": self.interpolation,
+                "interpolation_depth": self.interpolation_depth,
                 "backend": self.resolved[0], "precision": self.resolved[1]}
 
     # -- scoring -------------------------------------------------------------------------------
@@ -223,6 +227,14 @@ class Reranker:
             out[qid][doc_id] = value
         return out
 
+    def describe_mix(self, depth: int) -> str:
+        """How reranked scores are mixed, for evaluation notes."""
+        if self.interpolation >= 1.0:
+            return "reranker scores alone"
+        where = f", tuned at depth {self.interpolation_depth}" if self.interpolation_depth else ""
+        differs = " (another depth than now)" if self.interpolation_depth not in (None, depth) else ""
+        return f"reranker weight {self.interpolation} against the first stage{where}{differs}"
+
     def rerank(self, run: Run, queries: Queries, documents: Mapping[str, str], *, depth: int = 100,
                interpolation: float | None = None, progress: bool = False) -> Run:
         """Reorder the top-``depth`` of each query; see ``rerank_scores`` (``interpolation``
@@ -253,18 +265,20 @@ class Reranker:
         """Load a folder written by ``save`` or any cross-encoder folder. The saved batch size is
         reused unless one is given (padding changes scores in the last float digits)."""
         path = Path(path)
-        max_length, saved_batch, interpolation = 256, 32, 1.0
+        max_length, saved_batch, interpolation, tuned_at = 256, 32, 1.0, None
         if (path / "manifest.json").is_file():
             manifest = read_manifest(path, kind=cls.kind, max_format_version=FORMAT_VERSION,
                                      verify=False)
             max_length = int(manifest["params"]["max_length"])
             saved_batch = int(manifest["params"].get("batch_size", saved_batch))
             interpolation = float(manifest["params"].get("interpolation", interpolation))
+            tuned_at = manifest["params"].get("interpolation_depth")
         elif not is_cross_encoder_folder(path):
             raise DataNotFoundError(f"{path} is not a cross-encoder folder (no sequence-classification "
                                     "config.json); train one with `pretriever train-reranker`")
         return cls(path, max_length=max_length, device=device, backend=backend, precision=precision,
-                   batch_size=batch_size or saved_batch, interpolation=interpolation)
+                   batch_size=batch_size or saved_batch, interpolation=interpolation,
+                   interpolation_depth=tuned_at)
 
 
 def rerank_scores(run: Run, scores: Run, *, interpolation: float = 1.0) -> Run:

@@ -36,6 +36,7 @@ from pretriever.types import Run
 
 LOSSES = ("infonce", "margin-mse", "both")
 SAMPLINGS = ("star", "tasb", "adore")
+EMBED_CHUNK = 32  # texts per forward pass, sorted by length
 
 
 @dataclass(frozen=True)
@@ -261,9 +262,18 @@ def train(config: TrainConfig, *, progress: bool = True, stop_after: int | None 
     normalize = encoder.normalize
 
     def embed(batch_texts: list[str], max_length: int) -> Any:
-        features = st.tokenizer(batch_texts, padding=True, truncation=True, max_length=max_length,
-                                return_tensors="pt").to(device)
-        vectors = st(dict(features))["sentence_embedding"]
+        """Vectors in input order, computed in length-sorted chunks (less padding, same values)."""
+        tokens = st.tokenizer(batch_texts, truncation=True, max_length=max_length)
+        order = sorted(range(len(batch_texts)), key=lambda i: -len(tokens["input_ids"][i]))
+        parts = []
+        for start in range(0, len(order), EMBED_CHUNK):
+            rows = order[start : start + EMBED_CHUNK]
+            features = st.tokenizer.pad({k: [tokens[k][i] for i in rows] for k in tokens},
+                                        return_tensors="pt").to(device)
+            parts.append(st(dict(features))["sentence_embedding"])
+        inverse = torch.empty(len(order), dtype=torch.long)
+        inverse[torch.tensor(order)] = torch.arange(len(order))
+        vectors = torch.cat(parts)[inverse.to(device)]
         return torch.nn.functional.normalize(vectors, dim=-1) if normalize else vectors
 
     def loss_fn(batch: list[Example], progress_epochs: float) -> Any:

@@ -249,6 +249,7 @@ def train_reranker(config: RerankerConfig, *, progress: bool = True, stop_after:
     if dev_qrels:
         selection = tune_interpolation(reranker, dev_first, dev_queries, dev_qrels, texts, config.dev_depth)
         reranker.interpolation = selection["interpolation"]
+        reranker.interpolation_depth = config.dev_depth
         if log is not None or progress:
             (log or print)(f"dev nDCG@10: first stage {selection['first_stage']:.4f}, reranked "
                            f"{selection['reranked']:.4f}, interpolated {selection['interpolated']:.4f} "

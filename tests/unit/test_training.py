@@ -315,3 +315,21 @@ def test_adore_trains_queries_against_a_fixed_index(tiny_train: Path, tmp_path: 
     miner = DynamicNegatives(index, ds.qrels("train"), depth=5)
     miner.refresh(["q1", "q2"], lambda ids: index.encode_queries({q: ds.queries[q] for q in ids}), 0)
     assert "d1" not in miner.negatives("q1", 5) and "d5" not in miner.negatives("q1", 5)
+
+
+def test_distillation_keeps_the_first_stage_of_dev_queries(tiny_train: Path, tmp_path: Path) -> None:
+    """Teacher scores cover training queries only; dev queries are still evaluated."""
+    from pretriever.runs import write_run
+
+    teacher = {q: {d["_id"]: float(i) for i, d in enumerate(TINY_DOCS)} for q in ("q1", "q3")}
+    write_run(tmp_path / "teacher.trec", teacher, name="teacher")
+    dev = tiny_train / "qrels" / "dev.tsv"
+    dev.write_text("query-id\tcorpus-id\tscore\nq2\td4\t1\n", encoding="utf-8")
+    try:
+        report = train(_config(tiny_train, tmp_path / "m", loss="margin-mse", dev_split="dev",
+                               teacher=str(tmp_path / "teacher.trec"),
+                               loop=LoopConfig(epochs=1, checkpoint_steps=10)), progress=False)
+    finally:
+        dev.unlink()
+    assert report.dev_queries == 1 and len(report.loop.history) == 2
+    assert report.loop.history[0]["score"] > 0  # q2's first-stage candidates were scored

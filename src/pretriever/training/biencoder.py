@@ -199,6 +199,7 @@ def train(config: TrainConfig, *, progress: bool = True, stop_after: int | None 
     texts = dataset.corpus.text_map()
     teacher_scores: Run = {}
     skipped = 0
+    first_stage = run  # dev evaluation always sees the whole first stage
     if config.loss != "infonce":
         if not world.main:
             distributed.barrier(world)  # process 0 scores the pairs once and caches them
@@ -304,10 +305,13 @@ def train(config: TrainConfig, *, progress: bool = True, stop_after: int | None 
         from pretriever.runs import ranked
 
         dev_queries = {q: queries[q] for q in dev_qrels}
-        candidates = {q: [h.doc_id for h in ranked(run.get(q, {}), config.dev_depth)] for q in dev_queries}
+        candidates = {q: [h.doc_id for h in ranked(first_stage.get(q, {}), config.dev_depth)]
+                      for q in dev_queries}
         doc_ids = sorted({d for docs in candidates.values() for d in docs})
 
         def evaluate_fn() -> float:
+            if not doc_ids:  # the first stage found nothing for any dev query
+                return 0.0
             with torch.inference_mode(), torch.autocast(device_type=device.split(":")[0],
                                                         dtype=torch.bfloat16, enabled=dtype is not None):
                 dev_texts = [prompts["query"] + t for t in dev_queries.values()]

@@ -31,7 +31,7 @@ from pretriever.training.config import to_dict
 from pretriever.training.loop import LoopConfig, LoopResult, autocast_dtype, train_loop
 from pretriever.training.lora import LoraConfig
 from pretriever.training.negatives.static import Example, NegativeConfig, build_examples
-from pretriever.training.reranker import cap_queries, first_stage_run, split_dev
+from pretriever.training.reranker import first_stage_run, train_and_dev
 from pretriever.types import Run
 
 LOSSES = ("infonce", "margin-mse", "both")
@@ -184,14 +184,7 @@ def train(config: TrainConfig, *, progress: bool = True, stop_after: int | None 
     world = distributed.init_world(config.device or "cpu")
     work_dir = Path(work) if work else out.with_name(out.name + ".work")
     dataset = load_dataset(config.dataset)
-    qrels = dataset.qrels(config.split)
-    if config.dev_split:
-        train_qrels, dev_qrels = qrels, dataset.qrels(config.dev_split)
-    elif "dev" in dataset.splits and config.split != "dev":
-        train_qrels, dev_qrels = qrels, dataset.qrels("dev")
-    else:
-        train_qrels, dev_qrels = split_dev(qrels, config.dev_fraction, config.loop.seed)
-    dev_qrels = cap_queries(dev_qrels, config.dev_max_queries, config.loop.seed)
+    train_qrels, dev_qrels = train_and_dev(dataset, config)
     queries = dataset.queries
     wanted = {q: queries[q] for q in [*train_qrels, *dev_qrels]}
     depth = max(config.negatives.depth, config.dev_depth)
@@ -381,14 +374,7 @@ def train_adore(config: TrainConfig, *, progress: bool = True, stop_after: int |
         raise PretrieverError(f"{index_out} already exists; choose another --out or pass --overwrite")
     work_dir = Path(work) if work else out.with_name(out.name + ".work")
     dataset = load_dataset(config.dataset)
-    qrels = dataset.qrels(config.split)
-    if config.dev_split:
-        train_qrels, dev_qrels = qrels, dataset.qrels(config.dev_split)
-    elif "dev" in dataset.splits and config.split != "dev":
-        train_qrels, dev_qrels = qrels, dataset.qrels("dev")
-    else:
-        train_qrels, dev_qrels = split_dev(qrels, config.dev_fraction, config.loop.seed)
-    dev_qrels = cap_queries(dev_qrels, config.dev_max_queries, config.loop.seed)
+    train_qrels, dev_qrels = train_and_dev(dataset, config)
     queries = dataset.queries
     # the fixed document index, encoded once by the starting model
     index = FlatIndex(DenseEncoder(config.base, max_length=config.max_length), progress=progress,

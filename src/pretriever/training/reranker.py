@@ -142,6 +142,20 @@ def cap_queries(qrels: Qrels, limit: int, seed: int) -> Qrels:
     return {ids[i]: qrels[ids[i]] for i in keep}
 
 
+def train_and_dev(dataset: Dataset, config: Any) -> tuple[Qrels, Qrels]:
+    """The training qrels and the dev qrels of a trainer config: ``dev_split`` if set, else the
+    dataset's ``dev`` split, else a seeded ``dev_fraction`` of the training queries held out; at
+    most ``dev_max_queries`` dev queries."""
+    qrels = dataset.qrels(config.split)
+    if config.dev_split:
+        train_qrels, dev_qrels = qrels, dataset.qrels(config.dev_split)
+    elif "dev" in dataset.splits and config.split != "dev":
+        train_qrels, dev_qrels = qrels, dataset.qrels("dev")
+    else:
+        train_qrels, dev_qrels = split_dev(qrels, config.dev_fraction, config.loop.seed)
+    return train_qrels, cap_queries(dev_qrels, config.dev_max_queries, config.loop.seed)
+
+
 def train_reranker(config: RerankerConfig, *, progress: bool = True, stop_after: int | None = None,
                    overwrite: bool = False, work: str | Path | None = None,
                    log: Callable[[str], None] | None = None) -> TrainReport:
@@ -160,14 +174,7 @@ def train_reranker(config: RerankerConfig, *, progress: bool = True, stop_after:
         raise PretrieverError(f"{out} already exists; choose another --out or pass --overwrite")
     work_dir = Path(work) if work else out.with_name(out.name + ".work")
     dataset = load_dataset(config.dataset)
-    qrels = dataset.qrels(config.split)
-    if config.dev_split:
-        train_qrels, dev_qrels = qrels, dataset.qrels(config.dev_split)
-    elif "dev" in dataset.splits and config.split != "dev":
-        train_qrels, dev_qrels = qrels, dataset.qrels("dev")
-    else:
-        train_qrels, dev_qrels = split_dev(qrels, config.dev_fraction, config.loop.seed)
-    dev_qrels = cap_queries(dev_qrels, config.dev_max_queries, config.loop.seed)
+    train_qrels, dev_qrels = train_and_dev(dataset, config)
     queries = dataset.queries
     wanted = {q: queries[q] for q in [*train_qrels, *dev_qrels]}
     depth = max(config.negatives.depth, config.dev_depth)

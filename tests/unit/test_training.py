@@ -333,3 +333,45 @@ def test_distillation_keeps_the_first_stage_of_dev_queries(tiny_train: Path, tmp
         dev.unlink()
     assert report.dev_queries == 1 and len(report.loop.history) == 2
     assert report.loop.history[0]["score"] > 0  # q2's first-stage candidates were scored
+
+
+def test_grad_cache_gives_the_full_batch_gradient(minilm) -> None:
+    from pretriever.training.embedding import embed
+    from pretriever.training.grad_cache import cached_backward
+    from pretriever.training.objectives.infonce import infonce
+
+    st = minilm.st
+    st.eval()  # no dropout: full batch and chunks see the same network (with dropout, masks differ by order)
+    queries = [q["text"] for q in TINY_QUERIES] + ["electricity from water"]
+    docs = [d["text"] for d in TINY_DOCS[:4]]
+
+    def grads_after(fn) -> dict[str, torch.Tensor]:
+        st.zero_grad(set_to_none=True)
+        torch.manual_seed(5)
+        fn()
+        out = {n: p.grad.clone() for n, p in st.named_parameters() if p.grad is not None}
+        st.zero_grad(set_to_none=True)
+        return out
+
+    def full() -> None:
+        infonce(embed(st, queries, 32, normalize=True, chunk=1), embed(st, docs, 64, normalize=True, chunk=1),
+                group=1).backward()
+
+    def cached() -> None:
+        loss = cached_backward([(lambda t: embed(st, t, 32, normalize=True, chunk=1), queries),
+                                (lambda t: embed(st, t, 64, normalize=True, chunk=1), docs)],
+                               lambda reps: infonce(reps[0], reps[1], group=1), chunk=2)
+        assert not loss.requires_grad
+
+    a, b = grads_after(full), grads_after(cached)
+    assert a.keys() == b.keys() and len(a) > 50
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=1e-5, rtol=1e-3), name
+
+
+def test_training_with_grad_cache_end_to_end(tiny_train: Path, tmp_path: Path) -> None:
+    report = train(_config(tiny_train, tmp_path / "gc", grad_cache=1, batch_size=3,
+                           loop=LoopConfig(epochs=1, checkpoint_steps=10)), progress=False)
+    assert report.loop.finished and all(np.isfinite(report.loop.losses))
+    with pytest.raises(ConfigError, match="grad_cache"):
+        _config(tiny_train, tmp_path / "x", grad_cache=-1)

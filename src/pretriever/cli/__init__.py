@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from pretriever import __version__
-from pretriever.cli import data, evaluate, index, optimize, quickstart, rerank, search, soup, train
+from pretriever.cli import data, evaluate, index, optimize, pretrain, quickstart, rerank, search, soup, train
 from pretriever.errors import ConfigError, PretrieverError
 
 EPILOG = """\
@@ -22,6 +22,7 @@ examples:
   pretriever evaluate --dataset scifact --retriever bm25
   pretriever index bm25 --dataset scifact --out indexes/scifact-bm25
   pretriever search --index indexes/scifact-bm25 "do statins reduce mortality?" -k 5
+  pretriever pretrain --dataset scifact --tasks bfs --out models/sf-bfs
   pretriever train-reranker --dataset scifact --first-stage hybrid --out models/sf-reranker
   pretriever evaluate --dataset scifact --retriever hybrid --rerank models/sf-reranker
 
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"pretriever {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for module in (quickstart, data, index, search, evaluate, rerank, optimize, train, soup):
+    for module in (quickstart, data, index, search, evaluate, rerank, optimize, pretrain, train, soup):
         module.register(commands)
     return parser
 

@@ -28,6 +28,7 @@ from pretriever.data.dataset import load_dataset
 from pretriever.errors import ConfigError, PretrieverError
 from pretriever.training.batching import unique_query_batches
 from pretriever.training.config import to_dict
+from pretriever.training.embedding import embed as embed_texts
 from pretriever.training.loop import LoopConfig, LoopResult, autocast_dtype, train_loop
 from pretriever.training.lora import LoraConfig
 from pretriever.training.negatives.static import Example, NegativeConfig, build_examples
@@ -36,7 +37,6 @@ from pretriever.types import Run
 
 LOSSES = ("infonce", "margin-mse", "both")
 SAMPLINGS = ("star", "tasb", "adore")
-EMBED_CHUNK = 32  # texts per forward pass, sorted by length
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,7 @@ class TrainConfig:
     dev_depth: int = 30
     dev_max_queries: int = 100
     max_examples: int | None = None
+    grad_cache: int = 0
     precision: str = "auto"
     device: str | None = None
 
@@ -93,6 +94,9 @@ class TrainConfig:
             raise ConfigError("reweight_high and reweight_low are shares of a batch in [0, 0.5)")
         if not self.temperature > 0:
             raise ConfigError(f"temperature must be positive, got {self.temperature}")
+        if self.grad_cache < 0 or (self.grad_cache and self.sampling == "adore"):
+            raise ConfigError("grad_cache is a chunk size >= 0 (0: off); ADORE embeds queries only and "
+                              "does not use it")
 
 
 @dataclass
@@ -233,9 +237,11 @@ def train(config: TrainConfig, *, progress: bool = True, stop_after: int | None 
             if clusters is not None:
                 from pretriever.training.tasb import tasb_batches
 
-                cache[epoch] = tasb_batches(run, train_qrels, clusters, config.negatives, config.batch_size,
-                                            epoch=epoch, seed=config.loop.seed,
-                                            scores=teacher_scores or None).batches
+                drawn = tasb_batches(run, train_qrels, clusters, config.negatives, config.batch_size,
+                                     epoch=epoch, seed=config.loop.seed,
+                                     scores=teacher_scores or None).batches
+                keep = max(1, config.max_examples // config.batch_size) if config.max_examples else None
+                cache[epoch] = drawn[:keep]
             else:
                 cache[epoch] = unique_query_batches(epoch_examples(epoch), config.batch_size)
         return cache[epoch]
@@ -256,28 +262,12 @@ def train(config: TrainConfig, *, progress: bool = True, stop_after: int | None 
     normalize = encoder.normalize
 
     def embed(batch_texts: list[str], max_length: int) -> Any:
-        """Vectors in input order, computed in length-sorted chunks (less padding, same values)."""
-        tokens = st.tokenizer(batch_texts, truncation=True, max_length=max_length)
-        order = sorted(range(len(batch_texts)), key=lambda i: -len(tokens["input_ids"][i]))
-        parts = []
-        for start in range(0, len(order), EMBED_CHUNK):
-            rows = order[start : start + EMBED_CHUNK]
-            features = st.tokenizer.pad({k: [tokens[k][i] for i in rows] for k in tokens},
-                                        return_tensors="pt").to(device)
-            parts.append(st(dict(features))["sentence_embedding"])
-        inverse = torch.empty(len(order), dtype=torch.long)
-        inverse[torch.tensor(order)] = torch.arange(len(order))
-        vectors = torch.cat(parts)[inverse.to(device)]
-        return torch.nn.functional.normalize(vectors, dim=-1) if normalize else vectors
+        return embed_texts(st, batch_texts, max_length, normalize=normalize)
 
-    def loss_fn(batch: list[Example], progress_epochs: float) -> Any:
+    def batch_loss(batch: list[Example], q: Any, d: Any) -> Any:
         from pretriever.training.objectives.infonce import per_sample
         from pretriever.training.objectives.margin_mse import margin_mse
 
-        batch = batch[world.rank :: world.size]  # this process's share of the global batch
-        q = embed([prompts["query"] + queries[ex.query_id] for ex in batch], config.query_max_length)
-        d = embed([prompts["document"] + texts[doc] for ex in batch for doc in (ex.positive, *ex.negatives)],
-                  config.max_length)
         weights = None
         total = 0.0
         if config.loss in ("infonce", "both"):
@@ -291,6 +281,18 @@ def train(config: TrainConfig, *, progress: bool = True, stop_after: int | None 
                               for ex in batch], device=device)
             total = total + margin_mse(q, d, t, config.temperature, weights)
         return total
+
+    def loss_fn(batch: list[Example], progress_epochs: float) -> Any:
+        batch = batch[world.rank :: world.size]  # this process's share of the global batch
+        q_texts = [prompts["query"] + queries[ex.query_id] for ex in batch]
+        d_texts = [prompts["document"] + texts[doc] for ex in batch for doc in (ex.positive, *ex.negatives)]
+        if config.grad_cache:
+            from pretriever.training.grad_cache import cached_backward
+
+            return cached_backward([(lambda t: embed(t, config.query_max_length), q_texts),
+                                    (lambda t: embed(t, config.max_length), d_texts)],
+                                   lambda reps: batch_loss(batch, *reps), config.grad_cache, device)
+        return batch_loss(batch, embed(q_texts, config.query_max_length), embed(d_texts, config.max_length))
 
     dtype = autocast_dtype(config.precision, device)
     evaluate_fn = None
@@ -392,10 +394,7 @@ def train_adore(config: TrainConfig, *, progress: bool = True, stop_after: int |
     dtype = autocast_dtype(config.precision, device)
 
     def embed(texts: list[str]) -> Any:
-        features = st.tokenizer(texts, padding=True, truncation=True, max_length=config.query_max_length,
-                                return_tensors="pt").to(device)
-        vectors = st(dict(features))["sentence_embedding"]
-        return torch.nn.functional.normalize(vectors, dim=-1) if normalize else vectors
+        return embed_texts(st, texts, config.query_max_length, normalize=normalize)
 
     def encode_now(ids: list[str]) -> np.ndarray:
         was_training = st.training

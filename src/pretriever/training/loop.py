@@ -115,7 +115,8 @@ def train_loop(
     """Train ``model`` (a torch module) in place.
 
     ``batches(epoch)`` lists the epoch's batches (counts may differ by epoch); ``loss_fn(batch,
-    epoch_progress)`` returns the scalar loss. ``work`` keeps the checkpoint and the best weights;
+    epoch_progress)`` returns the scalar loss (detached if it back-propagated itself, as GradCache
+    does). ``work`` keeps the checkpoint and the best weights;
     a checkpoint made with another ``fingerprint`` (the trainer's resolved config) is refused.
     ``evaluate()`` returns a dev score (higher is better), measured before training too; the best
     weights are loaded into the model at the end, the starting ones if training never beat them.
@@ -189,7 +190,8 @@ def train_loop(
             with torch.autocast(device_type=device.split(":")[0], dtype=dtype or torch.bfloat16,
                                 enabled=dtype is not None):
                 loss = loss_fn(batch, epoch + offset / per_epoch)
-            loss.backward()
+            if loss.requires_grad:  # a loss_fn may run its own backward (GradCache) and return it detached
+                loss.backward()
             if before_step is not None:
                 before_step(params)
             if config.max_grad_norm > 0:

@@ -1,0 +1,71 @@
+"""``pretriever pretrain``: zero-label pre-training of a bi-encoder on a corpus."""
+
+from __future__ import annotations
+
+import argparse
+
+from pretriever.cli._common import info, show_progress
+
+DESCRIPTION = """\
+Adapt a bi-encoder to a corpus with self-supervised tasks built from the corpus alone: no
+queries and no relevance labels are read. Tasks (comma-separated in --tasks; with several,
+each batch holds one task's examples):
+  ict       Inverse Cloze Task: a sentence -> its passage, the sentence removed 90% of the time
+  bfs       Body First Selection: the title (else first sentence) -> a random body passage
+  cropping  Contriever: two random spans of a document (optional MoCo queue: --crop-queue)
+  prop      PROP representative words: the likelier of two sampled word sets scores higher, + MLM
+  retromae  RetroMAE: masked auto-encoding through a one-layer decoder fed by the embedding
+  dupmae    retromae + DupMAE's bag-of-words head
+The result is a plain sentence-transformers folder: give it to `pretriever train --base`, to
+`pretriever evaluate --model` or to any index. Checkpoints go to OUT.work: rerun the same command
+after a kill to resume. A --config file (TOML/YAML/JSON) can hold every setting."""
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "pretrain", help="zero-label pre-training on a corpus", description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  pretriever pretrain --dataset scifact --tasks bfs --out models/sf-bfs\n"
+        "  pretriever pretrain --dataset my-corpus/ --tasks ict,cropping --max-examples 4000 "
+        "--out models/ict-crop\n"
+        "  pretriever evaluate --dataset scifact --retriever dense --model models/sf-bfs\n"
+        "  pretriever train --dataset scifact --base models/sf-bfs --out models/sf-bfs-ft",
+    )
+    parser.add_argument("--dataset", "-d", help="a BEIR folder or a name under $PRETRIEVER_DATA "
+                        "(only its corpus is read)")
+    parser.add_argument("--tasks", help="comma-separated: ict, bfs, cropping, prop, retromae, dupmae "
+                        "(default ict)")
+    parser.add_argument("--out", "-o", metavar="DIR", help="model folder to create")
+    parser.add_argument("--config", metavar="FILE", help="settings file (.toml, .yaml or .json)")
+    parser.add_argument("--base", help="model to start from (default minilm)")
+    parser.add_argument("--epochs", type=int, help="passes over the corpus (default 1)")
+    parser.add_argument("--lr", type=float, help="peak learning rate (default 1e-5)")
+    parser.add_argument("--batch-size", type=int, help="examples per step (default 32)")
+    parser.add_argument("--max-length", type=int, help="document tokens (default 128)")
+    parser.add_argument("--max-examples", type=int, help="at most this many examples per task and epoch")
+    parser.add_argument("--seed", type=int, help="seed of sampling, masking and initialisation (default 42)")
+    parser.add_argument("--crop-queue", type=int, help="cropping: MoCo queue of this many keys (default 0: "
+                        "in-batch negatives only)")
+    parser.add_argument("--precision", choices=["auto", "float32", "bfloat16"],
+                        help="training precision (default auto: bf16 autocast where native)")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pretriever.training.config import build_config
+    from pretriever.training.pretrain.trainer import PretrainConfig, examples_summary, pretrain
+
+    config = build_config(
+        PretrainConfig, args.config, dataset=args.dataset, out=args.out, tasks=args.tasks, base=args.base,
+        batch_size=args.batch_size, max_length=args.max_length, max_examples=args.max_examples,
+        crop_queue=args.crop_queue, precision=args.precision,
+        **{"loop.epochs": args.epochs, "loop.lr": args.lr, "loop.seed": args.seed},
+    )
+    report = pretrain(config, progress=show_progress(), overwrite=args.overwrite, log=info)
+    loop = report.loop
+    print(f"pre-trained on {report.documents} documents ({examples_summary(report)} examples/epoch, "
+          f"{loop.steps} steps, {loop.examples_per_second:.1f} examples/s, final loss "
+          f"{loop.losses[-1]:.4f}) -> {report.folder}")
+    return 0

@@ -1,0 +1,52 @@
+"""Body First Selection (Chang et al. 2020, "Pre-training Tasks for Embedding-based Large-scale
+Retrieval").
+
+The query is the document's title, or its first sentence when it has no title (the paper takes
+the first sentence of a Wikipedia section); the positive is a random passage of the body, so the
+model learns to link a topical summary to any part of the text it summarises. Passages are runs
+of whole sentences of at most ``passage_words`` words. In-batch negatives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pretriever.training.pretrain._text import Doc, rng_for, sentences
+from pretriever.training.pretrain.ict import Pair
+
+
+def passages(parts: Sequence[str], passage_words: int) -> list[str]:
+    """Consecutive sentences grouped into passages of at most ``passage_words`` words (a longer
+    sentence is a passage on its own)."""
+    out: list[str] = []
+    current: list[str] = []
+    words = 0
+    for sentence in parts:
+        n = len(sentence.split())
+        if current and words + n > passage_words:
+            out.append(" ".join(current))
+            current, words = [], 0
+        current.append(sentence)
+        words += n
+    if current:
+        out.append(" ".join(current))
+    return out
+
+
+def bfs_pairs(docs: Sequence[Doc], *, passage_words: int = 100, seed: int = 42, epoch: int = 0) -> list[Pair]:
+    """One (title or first sentence, random body passage) pair per document that has a body."""
+    if passage_words < 1:
+        raise ValueError(f"passage_words must be at least 1, got {passage_words}")
+    rng = rng_for(seed, epoch, "bfs")
+    pairs = []
+    for doc in docs:
+        parts = sentences(doc.text)
+        if doc.title.strip():
+            query, body = doc.title.strip(), parts
+        else:
+            query, body = (parts[0], parts[1:]) if parts else ("", [])
+        chunks = passages(body, passage_words)
+        if not query or not chunks:
+            continue
+        pairs.append(Pair(query, chunks[int(rng.integers(len(chunks)))], doc.id))
+    return pairs

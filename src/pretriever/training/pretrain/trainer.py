@@ -1,0 +1,284 @@
+"""``pretrain``: continued pre-training of a bi-encoder on a corpus, with no queries or labels.
+
+Each task (``ict``, ``bfs``, ``cropping``, ``prop``, ``retromae`` or ``dupmae``) turns the corpus
+into training examples once per epoch (seeded by (seed, epoch, task)); with several tasks, each
+batch holds one task's examples and the batches of all tasks are shuffled together. The model is
+trained by the shared loop (checkpoints, resume, bf16), and saved as a plain sentence-transformers
+folder whose manifest records the tasks and settings. Only ``dataset.corpus`` is read: the
+trainer never opens a query or qrels file.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pretriever.data.dataset import load_dataset
+from pretriever.errors import ConfigError, PretrieverError
+from pretriever.training.config import to_dict
+from pretriever.training.loop import LoopConfig, LoopResult, autocast_dtype, train_loop
+from pretriever.training.pretrain._text import Doc, rng_for
+
+TASKS = ("ict", "bfs", "cropping", "prop", "retromae", "dupmae")
+CONTRASTIVE = ("ict", "bfs", "cropping")
+MASKED = ("prop", "retromae", "dupmae")
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Every setting of ``pretriever pretrain`` (see ``--help``)."""
+
+    dataset: str
+    out: str
+    tasks: str = "ict"
+    base: str = "minilm"
+    loop: LoopConfig = field(default_factory=lambda: LoopConfig(epochs=1, lr=1e-5))
+    batch_size: int = 32
+    max_length: int = 128
+    query_max_length: int = 64
+    max_examples: int | None = None
+    temperature: float = 0.05
+    ict_remove_rate: float = 0.9
+    bfs_passage_words: int = 100
+    crop_ratio_min: float = 0.1
+    crop_ratio_max: float = 0.5
+    crop_queue: int = 0
+    crop_momentum: float = 0.999
+    prop_mu: float = 100.0
+    prop_mean_length: float = 3.0
+    prop_mlm_weight: float = 1.0
+    prop_mask_rate: float = 0.15
+    mae_encoder_rate: float = 0.3
+    mae_decoder_rate: float = 0.5
+    precision: str = "auto"
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        tasks = self.task_list
+        unknown = [t for t in tasks if t not in TASKS]
+        if unknown or not tasks:
+            raise ConfigError(f"unknown pre-training task(s) {', '.join(unknown) or '(none given)'}; "
+                              f"choose from {', '.join(TASKS)} (comma-separated)")
+        if len(set(tasks)) != len(tasks) or {"retromae", "dupmae"} <= set(tasks):
+            raise ConfigError("each task once; dupmae already includes retromae")
+        if self.batch_size < 2:
+            raise ConfigError("batch_size must be at least 2 (in-batch negatives)")
+        if self.max_examples is not None and self.max_examples < self.batch_size:
+            raise ConfigError(f"max_examples ({self.max_examples}) must be at least batch_size")
+        for name in ("ict_remove_rate", "prop_mask_rate", "mae_encoder_rate", "mae_decoder_rate"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if not 0 < self.crop_ratio_min <= self.crop_ratio_max <= 1:
+            raise ConfigError("need 0 < crop_ratio_min <= crop_ratio_max <= 1")
+        if self.crop_queue < 0 or not 0 <= self.crop_momentum < 1:
+            raise ConfigError("crop_queue must be >= 0 and crop_momentum in [0, 1)")
+        if not self.temperature > 0 or not self.prop_mu > 0 or not self.prop_mean_length > 0:
+            raise ConfigError("temperature, prop_mu and prop_mean_length must be positive")
+
+    @property
+    def task_list(self) -> tuple[str, ...]:
+        return tuple(t.strip().lower() for t in self.tasks.split(",") if t.strip())
+
+
+@dataclass
+class PretrainReport:
+    """What ``pretrain`` produced: examples per task and epoch, the loop's record."""
+
+    folder: Path
+    loop: LoopResult
+    examples: dict[str, int]
+    documents: int
+
+
+def corpus_docs(corpus: Any) -> list[Doc]:
+    return [Doc(i, t or "", x) for i, t, x in zip(corpus.ids, corpus.titles, corpus.texts, strict=True)]
+
+
+def task_examples(task: str, docs: list[Doc], config: PretrainConfig, epoch: int,
+                  lm: Any = None) -> list[Any]:
+    """The examples ``task`` draws from ``docs`` in ``epoch`` (pure in (config.loop.seed, epoch))."""
+    seed = config.loop.seed
+    if task == "ict":
+        from pretriever.training.pretrain.ict import ict_pairs
+
+        return ict_pairs(docs, remove_rate=config.ict_remove_rate, seed=seed, epoch=epoch)
+    if task == "bfs":
+        from pretriever.training.pretrain.bfs import bfs_pairs
+
+        return bfs_pairs(docs, passage_words=config.bfs_passage_words, seed=seed, epoch=epoch)
+    if task == "cropping":
+        from pretriever.training.pretrain.cropping import crop_pairs
+
+        return crop_pairs(docs, ratio_min=config.crop_ratio_min, ratio_max=config.crop_ratio_max,
+                          seed=seed, epoch=epoch)
+    if task == "prop":
+        from pretriever.training.pretrain.prop import rop_examples
+
+        return rop_examples(docs, mu=config.prop_mu, mean_length=config.prop_mean_length, seed=seed,
+                            epoch=epoch, lm=lm)
+    return [doc for doc in docs if doc.full.strip()]  # retromae / dupmae: the texts themselves
+
+
+def pretrain(config: PretrainConfig, *, progress: bool = True, stop_after: int | None = None,
+             overwrite: bool = False, work: str | Path | None = None,
+             log: Callable[[str], None] | None = None) -> PretrainReport:
+    """Pre-train ``config.base`` on the corpus of ``config.dataset`` and save it to ``config.out``.
+
+    Rerun the same call after a kill to resume from ``work`` (default ``OUT.work``).
+    """
+    import torch
+
+    from pretriever.encoders.dense import DenseEncoder
+    from pretriever.training.embedding import embed
+    from pretriever.training.objectives.infonce import infonce
+    from pretriever.training.pretrain.mlm import mask_tokens, mlm_head, mlm_loss
+
+    out = Path(config.out)
+    if out.exists() and not overwrite:
+        raise PretrieverError(f"{out} already exists; choose another --out or pass --overwrite")
+    work_dir = Path(work) if work else out.with_name(out.name + ".work")
+    dataset = load_dataset(config.dataset)
+    corpus = dataset.corpus  # the only file read: no queries, no qrels
+    docs = corpus_docs(corpus)
+    tasks = config.task_list
+    lm = None
+    if "prop" in tasks:
+        from pretriever.training.pretrain.prop import CollectionLM
+
+        lm = CollectionLM(docs, config.prop_mu)
+
+    cache: dict[int, list[tuple[str, list[Any], int]]] = {}
+    counts: dict[str, int] = {}
+
+    def batches(epoch: int) -> list[tuple[str, list[Any], int]]:
+        if epoch not in cache:
+            cache.clear()
+            out_batches = []
+            for task in tasks:
+                examples = task_examples(task, docs, config, epoch, lm)
+                order = rng_for(config.loop.seed, epoch, task + ":order").permutation(len(examples))
+                picked = [examples[i] for i in order][: config.max_examples or None]
+                counts[task] = len(picked)
+                out_batches += [(task, picked[i : i + config.batch_size])
+                                for i in range(0, len(picked), config.batch_size)
+                                if len(picked[i : i + config.batch_size]) >= 2]
+            mix = rng_for(config.loop.seed, epoch, "mix").permutation(len(out_batches))
+            seeds = rng_for(config.loop.seed, epoch, "masks").integers(0, 2**62, len(out_batches))
+            cache[epoch] = [(*out_batches[i], int(seeds[n])) for n, i in enumerate(mix)]
+        return cache[epoch]
+
+    torch.manual_seed(config.loop.seed)
+    encoder = DenseEncoder(config.base, backend="torch", precision="float32", device=config.device)
+    st = encoder.st
+    device = str(st.device)
+    prompts, normalize = encoder.prompts, encoder.normalize
+    transformer = st[0].auto_model
+    heads: dict[str, Any] = {}
+    if any(t in MASKED for t in tasks):
+        heads["mlm"] = mlm_head(transformer.get_input_embeddings())
+    if any(t in ("retromae", "dupmae") for t in tasks):
+        from pretriever.training.pretrain.retromae import decoder_heads
+
+        shape = transformer.config
+        heads["decoder"] = decoder_heads(shape.hidden_size, shape.num_attention_heads)
+    if "cropping" in tasks and config.crop_queue:
+        from pretriever.training.pretrain.cropping import key_queue
+
+        heads["queue"] = key_queue(st, config.crop_queue, encoder.dim)
+
+    class Model(torch.nn.Module):  # one module, so checkpoints hold the heads and the queue too
+        def __init__(self) -> None:
+            super().__init__()
+            self.st = st
+            self.heads = torch.nn.ModuleDict(heads)
+
+    model = Model().to(device)
+    tokenizer = st.tokenizer
+    mask_id = tokenizer.mask_token_id
+    if mask_id is None and any(t in MASKED for t in tasks):
+        raise ConfigError(f"{encoder.source}: the tokenizer has no [MASK] token, which "
+                          f"{', '.join(MASKED)} need")
+
+    def tokens(texts: list[str]) -> tuple[dict[str, Any], Any]:
+        features = tokenizer(texts, padding=True, truncation=True, max_length=config.max_length,
+                             return_tensors="pt", return_special_tokens_mask=True)
+        special = features.pop("special_tokens_mask").bool()
+        features = {k: v.to(device) for k, v in features.items()}
+        return features, (~special.to(device)) & features["attention_mask"].bool()
+
+    def vectors(output: dict[str, Any]) -> Any:
+        v = output["sentence_embedding"]
+        return torch.nn.functional.normalize(v, dim=-1) if normalize else v
+
+    def loss_fn(batch: tuple[str, list[Any], int], progress_epochs: float) -> Any:
+        task, examples, seed = batch
+        generator = torch.Generator().manual_seed(seed)
+        if task in CONTRASTIVE:
+            doc_prompt = prompts["document"]
+            query_prompt = doc_prompt if task == "cropping" else prompts["query"]
+            q = embed(st, [query_prompt + ex.query for ex in examples], config.query_max_length
+                      if task != "cropping" else config.max_length, normalize=normalize)
+            doc_texts = [doc_prompt + ex.positive for ex in examples]
+            if "queue" in heads and task == "cropping":
+                queue = model.heads["queue"]
+                with torch.no_grad():
+                    keys = embed(queue.encoder, doc_texts, config.max_length, normalize=normalize)
+                loss = infonce(q, torch.cat([keys, queue.negatives().to(keys.dtype)]), config.temperature,
+                               group=1)
+                queue.push(keys)
+                return loss
+            d = embed(st, doc_texts, config.max_length, normalize=normalize)
+            return infonce(q, d, config.temperature, group=1)
+        if task == "prop":
+            from pretriever.training.pretrain.prop import rop_loss
+
+            features, maskable = tokens([prompts["document"] + ex.document for ex in examples])
+            masked, labels = mask_tokens(features["input_ids"], maskable, config.prop_mask_rate, mask_id,
+                                         generator)
+            output = st({**features, "input_ids": masked})
+            word_sets = [prompts["query"] + " ".join(s) for ex in examples for s in (ex.preferred, ex.other)]
+            sets = embed(st, word_sets, config.query_max_length, normalize=normalize)
+            rop = rop_loss(sets[0::2], sets[1::2], vectors(output), config.temperature)
+            mlm = mlm_loss(model.heads["mlm"], output["token_embeddings"], labels)
+            return rop + config.prop_mlm_weight * mlm
+        from pretriever.training.pretrain.retromae import retromae_loss
+
+        features, maskable = tokens([prompts["document"] + doc.full for doc in examples])
+        loss, _ = retromae_loss(st, model.heads["mlm"], model.heads["decoder"], features, maskable, mask_id,
+                                generator, encoder_rate=config.mae_encoder_rate,
+                                decoder_rate=config.mae_decoder_rate, bow=task == "dupmae")
+        return loss
+
+    def on_step(step: int) -> None:
+        if "queue" in heads:
+            model.heads["queue"].update(st, config.crop_momentum)
+
+    dtype = autocast_dtype(config.precision, device)
+    fingerprint = {**to_dict(config), "out": None, "corpus_sha256": corpus.sha256}
+    result = train_loop(model, batches, loss_fn, config.loop, work=work_dir, fingerprint=fingerprint,
+                        device=device, dtype=dtype, progress=progress, stop_after=stop_after,
+                        batch_examples=lambda b: len(b[1]), log=log, on_step=on_step)
+    batches(0)
+    report = PretrainReport(out, result, dict(counts), len(docs))
+    if not result.finished:
+        return report
+    provenance = {"pretraining": {
+        "config": to_dict(config), "tasks": list(tasks), "dataset": dataset.name,
+        "corpus_sha256": corpus.sha256, "documents": len(docs), "base": encoder.source,
+        "examples_per_epoch": dict(counts), "steps": result.steps, "losses": result.losses,
+        "examples_per_second": result.examples_per_second, "seconds": result.seconds,
+    }}
+    encoder.save(out, overwrite=overwrite, provenance=provenance,
+                 files={"pretraining_config.json": json.dumps(to_dict(config), indent=2)})
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return report
+
+
+def examples_summary(report: PretrainReport) -> str:
+    """'ict 5183, bfs 5183' for the CLI."""
+    return ", ".join(f"{task} {n}" for task, n in report.examples.items())
+

@@ -1,0 +1,252 @@
+"""Zero-label pre-training on tiny data: each task's examples, the MAE decoder, resume, and that
+nothing but the corpus is read."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pretriever.errors import ConfigError
+from pretriever.training.loop import LoopConfig
+from pretriever.training.pretrain._text import Doc, sentences
+from pretriever.training.pretrain.bfs import bfs_pairs
+from pretriever.training.pretrain.cropping import crop_pairs, key_queue
+from pretriever.training.pretrain.ict import ict_pairs
+from pretriever.training.pretrain.mlm import mask_tokens
+from pretriever.training.pretrain.prop import CollectionLM, rop_examples, words
+from pretriever.training.pretrain.trainer import PretrainConfig, pretrain
+
+TOPICS = ["solar power", "wind turbines", "sourdough bread", "coffee roasting", "glaciers", "honey bees"]
+
+
+def make_docs(n: int = 12, sentences_per_doc: int = 5) -> list[Doc]:
+    docs = []
+    for i in range(n):
+        topic = TOPICS[i % len(TOPICS)]
+        text = " ".join(f"Sentence {j} on {topic} gives fact {j * 7 + i} about item {i}."
+                        for j in range(sentences_per_doc))
+        docs.append(Doc(f"d{i}", topic.title() if i % 3 else "", text))
+    return docs
+
+
+@pytest.fixture
+def corpus_only(tmp_path: Path) -> Path:
+    """A folder holding nothing but corpus.jsonl: no queries, no qrels."""
+    folder = tmp_path / "corpus-only"
+    folder.mkdir()
+    rows = [{"_id": d.id, "title": d.title, "text": d.text} for d in make_docs()]
+    (folder / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), "utf-8")
+    return folder
+
+
+def test_sentences_split_and_keep_short_fragments() -> None:
+    assert sentences("One two three. Four five six! Seven eight nine?") == [
+        "One two three.", "Four five six!", "Seven eight nine?"]
+    assert sentences("Dr. Smith et al. found it. Yes.") == ["Dr. Smith et al. found it. Yes."]
+
+
+def test_ict_removes_the_sentence_at_the_configured_rate() -> None:
+    docs = make_docs(600, 4)
+    pairs = ict_pairs(docs, remove_rate=0.9, seed=3)
+    assert len(pairs) == 600
+    kept = sum(p.kept for p in pairs) / len(pairs)
+    assert 0.07 <= kept <= 0.13
+    by_id = {d.id: d for d in docs}
+    for p in pairs:
+        assert p.query in sentences(by_id[p.doc_id].text)
+        assert (p.query in p.positive) == p.kept
+    assert not any(p.kept for p in ict_pairs(docs, remove_rate=1.0))
+    assert all(p.kept for p in ict_pairs(docs, remove_rate=0.0))
+    assert ict_pairs([Doc("x", "", "A lone sentence without context.")]) == []
+    assert ict_pairs(docs, seed=3) == ict_pairs(docs, seed=3) != ict_pairs(docs, seed=3, epoch=1)
+
+
+def test_bfs_queries_are_titles_or_first_sentences_and_positives_body_passages() -> None:
+    docs = make_docs(12, 6)
+    pairs = bfs_pairs(docs, passage_words=20, seed=1)
+    by_id = {d.id: d for d in docs}
+    assert len(pairs) == 12
+    for p in pairs:
+        doc = by_id[p.doc_id]
+        parts = sentences(doc.text)
+        if doc.title:
+            assert p.query == doc.title
+        else:
+            assert p.query == parts[0]
+            assert not p.positive.startswith(parts[0])  # the body excludes the query sentence
+        assert p.positive in doc.text and len(p.positive.split()) <= 20
+
+
+def test_crops_come_from_the_same_document() -> None:
+    docs = make_docs(30, 5)
+    pairs = crop_pairs(docs, ratio_min=0.1, ratio_max=0.5, seed=2)
+    by_id = {d.id: d for d in docs}
+    for p in pairs:
+        full = by_id[p.doc_id].full
+        n = len(full.split())
+        for span in (p.query, p.positive):
+            assert span in full  # a contiguous run of the document's words
+            assert max(1, round(0.1 * n)) <= len(span.split()) <= round(0.5 * n)
+    # one pair per document: no false in-batch negatives
+    assert len({p.doc_id for p in pairs}) == len(pairs) == 30
+
+
+def test_rop_prefers_the_set_with_the_higher_likelihood() -> None:
+    docs = make_docs(20, 5)
+    examples = rop_examples(docs, mu=50.0, mean_length=3.0, seed=4)
+    assert len(examples) >= 15
+    # recompute the Dirichlet-smoothed query likelihood independently of the module
+    collection = Counter(w for d in docs for w in words(d.full))
+    total = sum(collection.values())
+    by_id = {d.id: d for d in docs}
+    for ex in examples:
+        tf = Counter(words(by_id[ex.doc_id].full))
+        length = sum(tf.values())
+
+        def loglik(ws: tuple[str, ...], tf: Counter = tf, length: int = length) -> float:
+            return sum(math.log((tf[w] + 50.0 * collection[w] / total) / (length + 50.0)) for w in ws)
+
+        assert len(ex.preferred) == len(ex.other) >= 1
+        assert loglik(ex.preferred) > loglik(ex.other)
+        assert math.isclose(loglik(ex.preferred), ex.preferred_loglik, rel_tol=1e-9)
+    lm = CollectionLM(docs, 50.0)
+    assert np.isclose(lm.document_lm(words(docs[0].full)).sum(), 1.0)
+
+
+def test_masking_respects_the_rate_and_never_touches_special_tokens() -> None:
+    g = torch.Generator().manual_seed(0)
+    ids = torch.arange(1000, 1000 + 4 * 500).reshape(4, 500)
+    maskable = torch.ones_like(ids, dtype=torch.bool)
+    maskable[:, 0] = maskable[:, -1] = False
+    masked, labels = mask_tokens(ids, maskable, 0.3, 103, g)
+    chosen = masked == 103
+    assert 0.25 < chosen[:, 1:-1].float().mean() < 0.35
+    assert not chosen[:, 0].any() and not chosen[:, -1].any()
+    assert torch.equal(labels[chosen], ids[chosen]) and (labels[~chosen] == -100).all()
+    one = torch.zeros(2, 6, dtype=torch.bool)
+    one[:, 1:4] = True
+    masked, _ = mask_tokens(ids[:2, :6], one, 0.0, 103, g)
+    assert ((masked == 103).sum(1) == 1).all()  # every row still gets one target
+
+
+def test_key_queue_wraps_and_follows_the_online_encoder_by_momentum() -> None:
+    online = torch.nn.Linear(3, 3)
+    queue = key_queue(online, size=5, dim=2)
+    queue.push(torch.ones(3, 2))
+    queue.push(2 * torch.ones(3, 2))
+    assert len(queue.negatives()) == 5 and int(queue.pointer) == 1
+    assert queue.keys[0, 0] == 2.0  # the oldest key was overwritten
+    with torch.no_grad():
+        online.weight.add_(1.0)
+    before = queue.encoder.weight.clone()
+    queue.update(online, 0.9)
+    assert torch.allclose(queue.encoder.weight, 0.9 * before + 0.1 * online.weight)
+    assert not any(p.requires_grad for p in queue.encoder.parameters())
+
+
+def test_mae_decoder_reconstructs_better_after_training(minilm) -> None:
+    from pretriever.encoders.dense import DenseEncoder
+    from pretriever.training.pretrain.mlm import mlm_head
+    from pretriever.training.pretrain.retromae import decoder_heads, retromae_loss
+
+    torch.manual_seed(0)
+    st = DenseEncoder("minilm", backend="torch", precision="float32").st
+    model = st[0].auto_model
+    head = mlm_head(model.get_input_embeddings())
+    decoder = decoder_heads(model.config.hidden_size, model.config.num_attention_heads)
+    texts = [d.full for d in make_docs(8, 3)]
+    features = st.tokenizer(texts, padding=True, truncation=True, max_length=48, return_tensors="pt",
+                            return_special_tokens_mask=True)
+    special = features.pop("special_tokens_mask").bool()
+    maskable = ~special & features["attention_mask"].bool()
+    mask_id = st.tokenizer.mask_token_id
+
+    def decoder_loss() -> float:
+        for m in (st, head, decoder):
+            m.eval()
+        with torch.no_grad():
+            _, parts = retromae_loss(st, head, decoder, dict(features), maskable, mask_id,
+                                     torch.Generator().manual_seed(123), bow=True)
+        return parts["decoder_mlm"]
+
+    before = decoder_loss()
+    params = list({id(p): p for m in (st, head, decoder) for p in m.parameters()}.values())  # tied words once
+    optimizer = torch.optim.AdamW(params, lr=5e-4)
+    for step in range(25):
+        for m in (st, head, decoder):
+            m.train()
+        loss, parts = retromae_loss(st, head, decoder, dict(features), maskable, mask_id,
+                                    torch.Generator().manual_seed(step), bow=True)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert parts["bow"] > 0
+    after = decoder_loss()
+    assert after < 0.7 * before, (before, after)
+
+
+def test_no_task_reads_queries_or_qrels(corpus_only: Path, tmp_path: Path, monkeypatch) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    from pretriever.data.dataset import Dataset
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("pre-training read queries or qrels")
+
+    monkeypatch.setattr(Dataset, "queries", property(forbidden))
+    monkeypatch.setattr(Dataset, "qrels", forbidden)
+    monkeypatch.setattr(Dataset, "split_queries", forbidden)
+    config = PretrainConfig(dataset=str(corpus_only), out=str(tmp_path / "all"),
+                            tasks="ict,bfs,cropping,prop,dupmae", batch_size=4, max_length=48,
+                            loop=LoopConfig(lr=1e-4, checkpoint_steps=100))
+    report = pretrain(config, progress=False)
+    assert set(report.examples) == {"ict", "bfs", "cropping", "prop", "dupmae"}
+    assert report.loop.finished and all(np.isfinite(report.loop.losses))
+    manifest = json.loads((report.folder / "manifest.json").read_text())
+    assert manifest["provenance"]["pretraining"]["tasks"] == ["ict", "bfs", "cropping", "prop", "dupmae"]
+    vectors = SentenceTransformer(str(report.folder)).encode(["solar power"])
+    assert vectors.shape == (1, 384)
+    assert not (report.folder.parent / "all.work").exists()
+
+
+def test_resumed_pretraining_equals_uninterrupted(corpus_only: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    def config(out: str) -> PretrainConfig:
+        return PretrainConfig(dataset=str(corpus_only), out=str(tmp_path / out), tasks="cropping,retromae",
+                              batch_size=4, max_length=32, crop_queue=6,
+                              loop=LoopConfig(lr=1e-4, checkpoint_steps=1))
+
+    whole = pretrain(config("whole"), progress=False)
+    first = pretrain(config("split"), progress=False, stop_after=2)
+    assert not first.loop.finished
+    resumed = pretrain(config("split"), progress=False)
+    assert resumed.loop.resumed_from == 2 and resumed.loop.steps == whole.loop.steps
+    a = load_file(str(whole.folder / "model.safetensors"))
+    b = load_file(str(resumed.folder / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_config_refuses_unknown_or_overlapping_tasks(corpus_only: Path) -> None:
+    with pytest.raises(ConfigError, match="choose from ict, bfs, cropping, prop, retromae, dupmae"):
+        PretrainConfig(dataset=str(corpus_only), out="x", tasks="ict,mlm")
+    with pytest.raises(ConfigError, match="dupmae already includes retromae"):
+        PretrainConfig(dataset=str(corpus_only), out="x", tasks="retromae,dupmae")
+
+
+def test_cli_pretrain(corpus_only: Path, tmp_path: Path, capsys) -> None:
+    from pretriever.cli import main
+
+    out = tmp_path / "bfs"
+    assert main(["pretrain", "--dataset", str(corpus_only), "--tasks", "bfs", "--out", str(out),
+                 "--batch-size", "4", "--max-length", "32"]) == 0
+    assert "pre-trained on 12 documents (bfs 12 examples/epoch" in capsys.readouterr().out
+    assert main(["pretrain", "--dataset", str(corpus_only), "--tasks", "bfs", "--out", str(out)]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert main(["pretrain", "--dataset", str(corpus_only), "--tasks", "nope", "--out", str(out)]) == 2

@@ -60,8 +60,10 @@ def main() -> None:
     parser.add_argument("--pretrain-args", default="",
                         help="extra `pretriever pretrain` arguments for every run")
     parser.add_argument("--finetune", default=None, metavar="ARGS",
-                        help="also fine-tune on SciFact train from the best SciFact setting and from "
+                        help="also fine-tune on SciFact train from the --finetune-from setting and from "
                         "the off-the-shelf model with these `pretriever train` arguments")
+    parser.add_argument("--finetune-from", default="ict,bfs,cropping",
+                        help="the pre-training setting to fine-tune (fixed in advance, not picked on test)")
     parser.add_argument("--work", default="/tmp/pretriever-bench-pretrain")
     parser.add_argument("--no-append", action="store_true")
     args = parser.parse_args()
@@ -72,7 +74,6 @@ def main() -> None:
     log: list[str] = []
     extra = shlex.split(args.pretrain_args)
     rows = []
-    best: dict[str, tuple[float, Path]] = {}
     for dataset in args.datasets.split(","):
         bm25 = evaluation(dataset, "bm25", None, work / f"{dataset}-bm25.trec", log)
         base = evaluation(dataset, "dense", None, work / f"{dataset}-minilm.trec", log)
@@ -86,8 +87,6 @@ def main() -> None:
             info = json.loads((out / "manifest.json").read_text())["provenance"]["pretraining"]
             ev = evaluation(dataset, "dense", str(out), out.with_suffix(".trec"), log)
             rows.append((dataset, tasks, ev, compare([base, ev], "nDCG@10")[0], info))
-            if ev.metrics["nDCG@10"] > best.get(dataset, (-1.0, out))[0]:
-                best[dataset] = (ev.metrics["nDCG@10"], out)
         print(f"{dataset}: done", flush=True)
 
     lines = ["| dataset | setting | nDCG@10 | Δ vs off-the-shelf (p) | Recall@100 | examples "
@@ -100,13 +99,14 @@ def main() -> None:
         lines.append(f"| {dataset} | {name} | {ev.metrics['nDCG@10']:.4f} | {delta} | "
                      f"{ev.metrics['Recall@100']:.4f} | {examples} | {timing} |")
 
-    if args.finetune and "scifact" in best:
+    start_from = work / f"scifact-{args.finetune_from.replace(',', '+')}"
+    if args.finetune and start_from.is_dir():
         ft = shlex.split(args.finetune)
         lines += ["", "Pre-train then fine-tune vs fine-tune only (SciFact train -> test, dense):", "",
                   "| start | nDCG@10 | Δ (p) | Recall@100 |", "|---|---:|---:|---:|"]
         evs = []
-        for label, base_model in (("MiniLM", "minilm"), (f"pre-trained ({best['scifact'][1].name})",
-                                                         str(best["scifact"][1]))):
+        for label, base_model in (("MiniLM", "minilm"), (f"pre-trained ({args.finetune_from})",
+                                                         str(start_from))):
             out = work / f"ft-{Path(base_model).name}"
             if not out.is_dir():
                 run(["pretriever", "train", "--dataset", "scifact", "--base", base_model, "--out", str(out),

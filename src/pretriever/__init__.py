@@ -38,6 +38,8 @@ _EXPORTS = {
     "RerankerConfig": "pretriever.training.reranker",
     "train_reranker": "pretriever.training.reranker",
     "soup": "pretriever.training.soups",
+    "PretrainConfig": "pretriever.training.pretrain.trainer",
+    "pretrain": "pretriever.training.pretrain.trainer",
     # retrieval
     "Fusion": "pretriever.retrieval.fusion",
     "fuse": "pretriever.retrieval.fusion",

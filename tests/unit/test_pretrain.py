@@ -150,7 +150,7 @@ def test_key_queue_wraps_and_follows_the_online_encoder_by_momentum() -> None:
     assert not any(p.requires_grad for p in queue.encoder.parameters())
 
 
-def test_mae_decoder_reconstructs_better_after_training(minilm) -> None:
+def test_mae_decoder_reconstructs_better_after_training() -> None:
     from pretriever.encoders.dense import DenseEncoder
     from pretriever.training.pretrain.mlm import mlm_head
     from pretriever.training.pretrain.retromae import decoder_heads, retromae_loss
@@ -160,18 +160,22 @@ def test_mae_decoder_reconstructs_better_after_training(minilm) -> None:
     model = st[0].auto_model
     head = mlm_head(model.get_input_embeddings())
     decoder = decoder_heads(model.config.hidden_size, model.config.num_attention_heads)
-    texts = [d.full for d in make_docs(8, 3)]
-    features = st.tokenizer(texts, padding=True, truncation=True, max_length=48, return_tensors="pt",
-                            return_special_tokens_mask=True)
-    special = features.pop("special_tokens_mask").bool()
-    maskable = ~special & features["attention_mask"].bool()
     mask_id = st.tokenizer.mask_token_id
+    docs = make_docs(16, 3)
 
-    def decoder_loss() -> float:
+    def batch(texts: list[str]) -> tuple[dict, torch.Tensor]:
+        features = st.tokenizer(texts, padding=True, truncation=True, max_length=48, return_tensors="pt",
+                                return_special_tokens_mask=True)
+        special = features.pop("special_tokens_mask").bool()
+        return dict(features), ~special & features["attention_mask"].bool()
+
+    train_batch, held_out = batch([d.full for d in docs[:8]]), batch([d.full for d in docs[8:]])
+
+    def decoder_loss() -> float:  # on documents never trained on, with fixed masks
         for m in (st, head, decoder):
             m.eval()
         with torch.no_grad():
-            _, parts = retromae_loss(st, head, decoder, dict(features), maskable, mask_id,
+            _, parts = retromae_loss(st, head, decoder, *held_out, mask_id,
                                      torch.Generator().manual_seed(123), bow=True)
         return parts["decoder_mlm"]
 
@@ -181,14 +185,35 @@ def test_mae_decoder_reconstructs_better_after_training(minilm) -> None:
     for step in range(25):
         for m in (st, head, decoder):
             m.train()
-        loss, parts = retromae_loss(st, head, decoder, dict(features), maskable, mask_id,
-                                    torch.Generator().manual_seed(step), bow=True)
+        loss, _ = retromae_loss(st, head, decoder, *train_batch, mask_id, torch.Generator().manual_seed(step),
+                                bow=True)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-    assert parts["bow"] > 0
     after = decoder_loss()
     assert after < 0.7 * before, (before, after)
+
+
+def test_bag_of_words_loss_rewards_the_input_words() -> None:
+    from pretriever.training.pretrain.retromae import bow_loss
+
+    vocab = 10
+    ids = torch.tensor([[1, 4, 4, 7, 0]])
+    content = torch.tensor([[False, True, True, True, False]])  # [CLS]-like and padding excluded
+
+    def head(hidden: torch.Tensor) -> torch.Tensor:
+        return hidden  # hidden states are the vocabulary logits already
+
+    on_input = torch.zeros(1, 5, vocab)
+    on_input[0, 1, 4] = on_input[0, 3, 7] = 5.0
+    elsewhere = torch.zeros(1, 5, vocab)
+    elsewhere[0, 1, 2] = elsewhere[0, 3, 9] = 5.0
+    assert bow_loss(head, on_input, ids, content) < bow_loss(head, torch.zeros(1, 5, vocab), ids, content)
+    assert bow_loss(head, elsewhere, ids, content) > bow_loss(head, torch.zeros(1, 5, vocab), ids, content)
+    # positions outside the content never count: logits there change nothing
+    noisy = on_input.clone()
+    noisy[0, 0, 1] = noisy[0, 4, 3] = 9.0
+    assert torch.isclose(bow_loss(head, noisy, ids, content), bow_loss(head, on_input, ids, content))
 
 
 def test_no_task_reads_queries_or_qrels(corpus_only: Path, tmp_path: Path, monkeypatch) -> None:
@@ -233,11 +258,25 @@ def test_resumed_pretraining_equals_uninterrupted(corpus_only: Path, tmp_path: P
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_tasks_that_find_nothing_say_why(tmp_path: Path) -> None:
+    folder = tmp_path / "one-sentence"
+    folder.mkdir()
+    rows = [{"_id": f"d{i}", "title": "", "text": f"Only one sentence here number {i}"} for i in range(6)]
+    (folder / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), "utf-8")
+    config = PretrainConfig(dataset=str(folder), out=str(tmp_path / "m"), tasks="ict", batch_size=2)
+    with pytest.raises(ConfigError, match="ICT needs documents of at least two sentences"):
+        pretrain(config, progress=False)
+
+
 def test_config_refuses_unknown_or_overlapping_tasks(corpus_only: Path) -> None:
     with pytest.raises(ConfigError, match="choose from ict, bfs, cropping, prop, retromae, dupmae"):
         PretrainConfig(dataset=str(corpus_only), out="x", tasks="ict,mlm")
     with pytest.raises(ConfigError, match="dupmae already includes retromae"):
         PretrainConfig(dataset=str(corpus_only), out="x", tasks="retromae,dupmae")
+    with pytest.raises(ConfigError, match="add cropping to tasks"):
+        PretrainConfig(dataset=str(corpus_only), out="x", tasks="ict", crop_queue=8)
+    with pytest.raises(ConfigError, match=r"crop_ratio_max <= 1, got 0\.6 and 0\.5"):
+        PretrainConfig(dataset=str(corpus_only), out="x", tasks="cropping", crop_ratio_min=0.6)
 
 
 def test_cli_pretrain(corpus_only: Path, tmp_path: Path, capsys) -> None:
@@ -247,6 +286,13 @@ def test_cli_pretrain(corpus_only: Path, tmp_path: Path, capsys) -> None:
     assert main(["pretrain", "--dataset", str(corpus_only), "--tasks", "bfs", "--out", str(out),
                  "--batch-size", "4", "--max-length", "32"]) == 0
     assert "pre-trained on 12 documents (bfs 12 examples/epoch" in capsys.readouterr().out
+    # the pre-trained folder feeds an index like any encoder
+    from pretriever import FlatIndex, load_dataset
+    from pretriever.encoders.dense import DenseEncoder
+
+    index = FlatIndex(DenseEncoder.load(out, backend="torch", precision="float32"), progress=False)
+    run = index.build(load_dataset(corpus_only).corpus).search({"q": "honey bees"}, k=3)
+    assert len(run["q"]) == 3
     assert main(["pretrain", "--dataset", str(corpus_only), "--tasks", "bfs", "--out", str(out)]) == 1
     assert "already exists" in capsys.readouterr().err
     assert main(["pretrain", "--dataset", str(corpus_only), "--tasks", "nope", "--out", str(out)]) == 2

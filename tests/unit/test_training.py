@@ -15,7 +15,7 @@ from pretriever.training.biencoder import TrainConfig, curriculum_negatives, rew
 from pretriever.training.config import build_config
 from pretriever.training.loop import LoopConfig
 from pretriever.training.negatives.static import NegativeConfig, build_examples, hard_pools
-from pretriever.training.objectives.infonce import infonce
+from pretriever.training.objectives.infonce import infonce, per_sample
 from pretriever.training.objectives.listwise import listwise_softmax
 from pretriever.training.objectives.margin_mse import margin_mse
 from pretriever.training.objectives.pointwise import bce
@@ -82,6 +82,19 @@ def test_objectives() -> None:
     assert weighted == pytest.approx(listwise_softmax(logits[:1]) / 2)
     labels = torch.tensor([[1.0, 0.0, 0.0]])
     assert bce(logits[:1], labels) < bce(logits[1:], labels)
+
+
+def test_infonce_drops_in_batch_documents_judged_relevant() -> None:
+    torch.manual_seed(0)
+    q, d = torch.randn(3, 8), torch.randn(6, 8)  # groups of (positive, negative)
+    exclude = torch.zeros(3, 6, dtype=torch.bool)
+    exclude[0, 2] = True  # query 1's positive is also relevant to query 0
+    exclude[1, 2] = True  # a query's own positive is never dropped
+    masked = per_sample(q, d, 0.1, exclude=exclude)
+    keep = [0, 1, 3, 4, 5]
+    alone = per_sample(q[:1], d[keep], 0.1, group=2)  # query 0 scored without that document
+    assert torch.allclose(masked[0], alone[0])
+    assert torch.allclose(masked[1:], per_sample(q, d, 0.1)[1:])
 
 
 def test_reweighting_drops_extreme_losses() -> None:
@@ -367,6 +380,36 @@ def test_grad_cache_gives_the_full_batch_gradient(minilm) -> None:
     assert a.keys() == b.keys() and len(a) > 50
     for name in a:
         assert torch.allclose(a[name], b[name], atol=1e-5, rtol=1e-3), name
+
+
+def test_grad_cache_replays_dropout_masks() -> None:
+    from pretriever.training.grad_cache import cached_backward
+    from pretriever.training.objectives.infonce import infonce
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 6), torch.nn.Dropout(0.5)).train()
+    inputs = {t: torch.randn(6) for t in "abcdefgh"}
+
+    def encode(texts: list[str]) -> torch.Tensor:
+        return net(torch.stack([inputs[t] for t in texts]))
+
+    queries, docs = list("abcd"), list("efgh")
+
+    def grads(fn) -> torch.Tensor:
+        net.zero_grad()
+        torch.manual_seed(9)
+        fn()
+        return net[0].weight.grad.clone()
+
+    def chunked_with_activations() -> None:  # the same chunks and random draws, all graphs kept
+        q = torch.cat([encode(queries[i : i + 2]) for i in (0, 2)])
+        d = torch.cat([encode(docs[i : i + 2]) for i in (0, 2)])
+        infonce(q, d, group=1).backward()
+
+    def cached() -> None:
+        cached_backward([(encode, queries), (encode, docs)], lambda r: infonce(r[0], r[1], group=1), chunk=2)
+
+    assert torch.allclose(grads(chunked_with_activations), grads(cached), atol=1e-6)
 
 
 def test_training_with_grad_cache_end_to_end(tiny_train: Path, tmp_path: Path) -> None:

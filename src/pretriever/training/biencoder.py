@@ -89,7 +89,7 @@ class TrainConfig:
         if self.split == "test" or self.dev_split == "test":
             raise ConfigError("a model must not be trained or selected on the test split")
         if self.batch_size < 2:
-            raise ConfigError("batch_size must be at least 2 (in-batch negatives)")
+            raise ConfigError(f"batch_size must be at least 2 (in-batch negatives), got {self.batch_size}")
         if not 0 <= self.reweight_high < 0.5 or not 0 <= self.reweight_low < 0.5:
             raise ConfigError("reweight_high and reweight_low are shares of a batch in [0, 0.5)")
         if not self.temperature > 0:
@@ -264,7 +264,14 @@ def train(config: TrainConfig, *, progress: bool = True, stop_after: int | None 
     def embed(batch_texts: list[str], max_length: int) -> Any:
         return embed_texts(st, batch_texts, max_length, normalize=normalize)
 
-    def batch_loss(batch: list[Example], q: Any, d: Any) -> Any:
+    def relevant_in_batch(batch: list[Example], everyone: list[Example]) -> Any:
+        """[len(batch), all documents of the global batch]: True where a document is judged
+        relevant to the query (in-batch false negatives, frequent where queries share topics)."""
+        ids = [doc for ex in everyone for doc in (ex.positive, *ex.negatives)]
+        return torch.tensor([[train_qrels.get(ex.query_id, {}).get(doc, 0) > 0 for doc in ids]
+                             for ex in batch])
+
+    def batch_loss(batch: list[Example], q: Any, d: Any, everyone: list[Example]) -> Any:
         from pretriever.training.objectives.infonce import per_sample
         from pretriever.training.objectives.margin_mse import margin_mse
 
@@ -272,7 +279,8 @@ def train(config: TrainConfig, *, progress: bool = True, stop_after: int | None 
         total = 0.0
         if config.loss in ("infonce", "both"):
             losses = per_sample(q, distributed.gather(d, world), config.temperature, group,
-                                offset=world.rank * len(batch) * group)
+                                offset=world.rank * len(batch) * group,
+                                exclude=relevant_in_batch(batch, everyone))
             if config.reweight_high or config.reweight_low:
                 weights = reweight(losses, config.reweight_high, config.reweight_low)
             total = (losses * weights).mean() if weights is not None else losses.mean()
@@ -282,8 +290,9 @@ def train(config: TrainConfig, *, progress: bool = True, stop_after: int | None 
             total = total + margin_mse(q, d, t, config.temperature, weights)
         return total
 
-    def loss_fn(batch: list[Example], progress_epochs: float) -> Any:
-        batch = batch[world.rank :: world.size]  # this process's share of the global batch
+    def loss_fn(full: list[Example], progress_epochs: float) -> Any:
+        batch = full[world.rank :: world.size]  # this process's share of the global batch
+        everyone = [ex for rank in range(world.size) for ex in full[rank :: world.size]]  # gathered order
         q_texts = [prompts["query"] + queries[ex.query_id] for ex in batch]
         d_texts = [prompts["document"] + texts[doc] for ex in batch for doc in (ex.positive, *ex.negatives)]
         if config.grad_cache:
@@ -291,8 +300,9 @@ def train(config: TrainConfig, *, progress: bool = True, stop_after: int | None 
 
             return cached_backward([(lambda t: embed(t, config.query_max_length), q_texts),
                                     (lambda t: embed(t, config.max_length), d_texts)],
-                                   lambda reps: batch_loss(batch, *reps), config.grad_cache, device)
-        return batch_loss(batch, embed(q_texts, config.query_max_length), embed(d_texts, config.max_length))
+                                   lambda reps: batch_loss(batch, *reps, everyone), config.grad_cache, device)
+        return batch_loss(batch, embed(q_texts, config.query_max_length), embed(d_texts, config.max_length),
+                          everyone)
 
     dtype = autocast_dtype(config.precision, device)
     evaluate_fn = None
@@ -427,7 +437,9 @@ def train_adore(config: TrainConfig, *, progress: bool = True, stop_after: int |
             rows.extend([doc_row[ex.positive], *(doc_row[d] for d in negatives)])
         q = embed([prompt + queries[ex.query_id] for ex in batch])
         docs = doc_matrix[rows].to(device)
-        return infonce(q, docs, config.temperature, group=1 + config.negatives.hard)
+        ids = [dataset.corpus.ids[r] for r in rows]
+        exclude = torch.tensor([[train_qrels[ex.query_id].get(d, 0) > 0 for d in ids] for ex in batch])
+        return infonce(q, docs, config.temperature, group=1 + config.negatives.hard, exclude=exclude)
 
     def on_step(step: int) -> None:
         if step % config.adore_every == 0:

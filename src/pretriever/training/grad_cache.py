@@ -15,19 +15,20 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 
-def _rng_state(device: str) -> tuple[Any, Any]:
+def _rng_state(device: str) -> tuple[Any, Any, str]:
     import torch
 
-    cuda = torch.cuda.get_rng_state() if device.startswith("cuda") else None
-    return torch.get_rng_state(), cuda
+    # the generator of this process's own GPU (cuda:LOCAL_RANK under torchrun), not the current one
+    cuda = torch.cuda.get_rng_state(device) if device.startswith("cuda") else None
+    return torch.get_rng_state(), cuda, device
 
 
-def _set_rng_state(state: tuple[Any, Any]) -> None:
+def _set_rng_state(state: tuple[Any, Any, str]) -> None:
     import torch
 
     torch.set_rng_state(state[0])
     if state[1] is not None:
-        torch.cuda.set_rng_state(state[1])
+        torch.cuda.set_rng_state(state[1], state[2])
 
 
 def cached_backward(groups: Sequence[tuple[Callable[[list[str]], Any], list[str]]],
@@ -54,6 +55,6 @@ def cached_backward(groups: Sequence[tuple[Callable[[list[str]], Any], list[str]
     for (encode, texts), rep, group_states in zip(groups, reps, states, strict=True):
         for i, start in enumerate(range(0, len(texts), chunk)):
             _set_rng_state(group_states[i])
-            encode(texts[start : start + chunk]).backward(rep.grad[start : start + chunk].to(rep.dtype))
+            encode(texts[start : start + chunk]).backward(rep.grad[start : start + chunk])
     _set_rng_state(after)
     return loss.detach()

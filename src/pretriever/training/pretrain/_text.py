@@ -12,6 +12,16 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
 
 
 @dataclass(frozen=True)
+class Pair:
+    """A pseudo-query and its positive, from document ``doc_id``."""
+
+    query: str
+    positive: str
+    doc_id: str
+    kept: bool = False  # ICT: the query sentence was left in the positive
+
+
+@dataclass(frozen=True)
 class Doc:
     """One corpus document as the tasks see it."""
 

@@ -1,18 +1,19 @@
 """Body First Selection (Chang et al. 2020, "Pre-training Tasks for Embedding-based Large-scale
-Retrieval").
+Retrieval"), adapted to corpora of short documents.
 
-The query is the document's title, or its first sentence when it has no title (the paper takes
-the first sentence of a Wikipedia section); the positive is a random passage of the body, so the
-model learns to link a topical summary to any part of the text it summarises. Passages are runs
-of whole sentences of at most ``passage_words`` words. In-batch negatives.
+In the paper the query is a random sentence of a Wikipedia page's first section and the positive
+a random passage of the same page. A BEIR document is usually one section (an abstract), so here
+the query is its title, the closest stand-in for "what the page is about", or its first sentence
+when it has no title; the positive is a random passage of the rest. The model learns to link a
+topical summary to any part of the text it summarises. Passages are runs of whole sentences of at
+most ``passage_words`` words (default 100, about 130 word pieces). In-batch negatives.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pretriever.training.pretrain._text import Doc, rng_for, sentences
-from pretriever.training.pretrain.ict import Pair
+from pretriever.training.pretrain._text import Doc, Pair, rng_for, sentences
 
 
 def passages(parts: Sequence[str], passage_words: int) -> list[str]:

@@ -5,7 +5,8 @@ Two independent random spans of one document, each ``ratio_min``..``ratio_max`` 
 are a positive pair; other documents' crops in the batch are negatives. Independent (possibly
 overlapping) crops teach the model that a document's parts share a topic. Optionally, as MoCo
 (He et al. 2020), a momentum copy of the encoder embeds the keys and a queue of earlier keys
-adds negatives beyond the batch (``KeyQueue``).
+adds negatives beyond the batch (``KeyQueue``). Contriever also deletes 10% of the words of each
+crop; that augmentation is left out here, since it mostly matters when training from scratch.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ import copy
 from collections.abc import Sequence
 from typing import Any
 
-from pretriever.training.pretrain._text import Doc, rng_for
-from pretriever.training.pretrain.ict import Pair
+from pretriever.training.pretrain._text import Doc, Pair, rng_for
 
 
 def crop(words: Sequence[str], rng: Any, ratio_min: float, ratio_max: float) -> tuple[int, int]:

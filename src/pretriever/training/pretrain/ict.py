@@ -11,19 +11,8 @@ remaining 10% keep it, so exact matches are still rewarded. In-batch negatives.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-from pretriever.training.pretrain._text import Doc, rng_for, sentences
-
-
-@dataclass(frozen=True)
-class Pair:
-    """A pseudo-query and its positive, from document ``doc_id``."""
-
-    query: str
-    positive: str
-    doc_id: str
-    kept: bool = False  # ICT: the query sentence was left in the positive
+from pretriever.training.pretrain._text import Doc, Pair, rng_for, sentences
 
 
 def ict_pairs(docs: Sequence[Doc], *, remove_rate: float = 0.9, seed: int = 42, epoch: int = 0) -> list[Pair]:

@@ -4,9 +4,11 @@ Words Prediction for Ad-hoc Retrieval").
 Two word sets of the same length (drawn from a Poisson) are sampled from a document's
 Dirichlet-smoothed unigram language model; the set with the higher query likelihood under that
 model is the more "representative" one, and the model learns to score it above the other
-(pairwise logistic loss), jointly with masked-language modelling on the document. PROP scores
-(set, document) with a cross-encoder; here the bi-encoder's own similarity scores them, so the
-pre-training shapes the embeddings that retrieval uses.
+jointly with masked-language modelling on the document. Two departures from the paper, both so
+that pre-training shapes the embeddings retrieval uses: PROP scores (set, document) with a
+cross-encoder, here the bi-encoder's scaled cosine scores them; and PROP's pairwise hinge
+max(0, 1 - s+ + s-) becomes its smooth form, the logistic loss log(1 + exp(s- - s+)), which
+keeps a gradient on pairs already ordered by a margin (cosines scaled by 1/temperature).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -104,10 +107,10 @@ def rop_examples(docs: Sequence[Doc], *, mu: float = 100.0, mean_length: float =
     return out
 
 
-def rop_loss(preferred: object, other: object, documents: object, temperature: float) -> object:
+def rop_loss(preferred: Any, other: Any, documents: Any, temperature: float) -> Any:
     """Pairwise logistic loss: the preferred set's similarity to its document above the other's."""
     import torch.nn.functional as F
 
-    s_pos = (preferred * documents).sum(-1).float() / temperature  # type: ignore[operator]
-    s_neg = (other * documents).sum(-1).float() / temperature  # type: ignore[operator]
+    s_pos = (preferred * documents).sum(-1).float() / temperature
+    s_neg = (other * documents).sum(-1).float() / temperature
     return F.softplus(s_neg - s_pos).mean()

@@ -26,6 +26,14 @@ from pretriever.training.pretrain._text import Doc, rng_for
 TASKS = ("ict", "bfs", "cropping", "prop", "retromae", "dupmae")
 CONTRASTIVE = ("ict", "bfs", "cropping")
 MASKED = ("prop", "retromae", "dupmae")
+NEEDS = {
+    "ict": "ICT needs documents of at least two sentences",
+    "bfs": "BFS needs documents with a title and a body, or at least two sentences",
+    "cropping": "cropping needs documents of at least 8 words",
+    "prop": "PROP needs documents of at least 5 content words",
+    "retromae": "RetroMAE needs non-empty documents",
+    "dupmae": "DupMAE needs non-empty documents",
+}
 
 
 @dataclass(frozen=True)
@@ -66,18 +74,25 @@ class PretrainConfig:
         if len(set(tasks)) != len(tasks) or {"retromae", "dupmae"} <= set(tasks):
             raise ConfigError("each task once; dupmae already includes retromae")
         if self.batch_size < 2:
-            raise ConfigError("batch_size must be at least 2 (in-batch negatives)")
+            raise ConfigError(f"batch_size must be at least 2 (in-batch negatives), got {self.batch_size}")
         if self.max_examples is not None and self.max_examples < self.batch_size:
             raise ConfigError(f"max_examples ({self.max_examples}) must be at least batch_size")
         for name in ("ict_remove_rate", "prop_mask_rate", "mae_encoder_rate", "mae_decoder_rate"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not 0 < self.crop_ratio_min <= self.crop_ratio_max <= 1:
-            raise ConfigError("need 0 < crop_ratio_min <= crop_ratio_max <= 1")
+            raise ConfigError(f"need 0 < crop_ratio_min <= crop_ratio_max <= 1, got {self.crop_ratio_min} "
+                              f"and {self.crop_ratio_max}")
         if self.crop_queue < 0 or not 0 <= self.crop_momentum < 1:
-            raise ConfigError("crop_queue must be >= 0 and crop_momentum in [0, 1)")
-        if not self.temperature > 0 or not self.prop_mu > 0 or not self.prop_mean_length > 0:
-            raise ConfigError("temperature, prop_mu and prop_mean_length must be positive")
+            raise ConfigError(f"crop_queue must be >= 0 and crop_momentum in [0, 1), got {self.crop_queue} "
+                              f"and {self.crop_momentum}")
+        if self.crop_queue and "cropping" not in tasks:
+            raise ConfigError("crop_queue is a setting of the cropping task: add cropping to tasks")
+        if self.bfs_passage_words < 1:
+            raise ConfigError(f"bfs_passage_words must be at least 1, got {self.bfs_passage_words}")
+        for name in ("temperature", "prop_mu", "prop_mean_length"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
 
     @property
     def task_list(self) -> tuple[str, ...]:
@@ -95,6 +110,7 @@ class PretrainReport:
 
 
 def corpus_docs(corpus: Any) -> list[Doc]:
+    """The corpus as the tasks see it (a missing title is the empty string)."""
     return [Doc(i, t or "", x) for i, t, x in zip(corpus.ids, corpus.titles, corpus.texts, strict=True)]
 
 
@@ -163,6 +179,13 @@ def pretrain(config: PretrainConfig, *, progress: bool = True, stop_after: int |
                 order = rng_for(config.loop.seed, epoch, task + ":order").permutation(len(examples))
                 picked = [examples[i] for i in order][: config.max_examples or None]
                 counts[task] = len(picked)
+                if len(picked) < 2:
+                    raise ConfigError(f"task {task} drew {len(picked)} examples from {len(docs)} documents: "
+                                      f"{NEEDS[task]}; choose other tasks for this corpus")
+                if task == "cropping" and config.crop_queue >= len(picked):
+                    # the queue would hold a query's own document from an earlier epoch as a negative
+                    raise ConfigError(f"crop_queue ({config.crop_queue}) must be smaller than the "
+                                      f"{len(picked)} cropping examples per epoch")
                 out_batches += [(task, picked[i : i + config.batch_size])
                                 for i in range(0, len(picked), config.batch_size)
                                 if len(picked[i : i + config.batch_size]) >= 2]

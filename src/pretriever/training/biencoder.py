@@ -127,6 +127,20 @@ def reweight(losses: Any, high: float, low: float) -> Any:
     return weights * (n / weights.sum().clamp(min=1.0))
 
 
+def batch_docs(examples: list[Example]) -> list[str]:
+    """The documents of a batch in the order they are embedded: each example's positive, then its
+    negatives."""
+    return [d for ex in examples for d in (ex.positive, *ex.negatives)]
+
+
+def judged_relevant(qrels: dict, batch: list[Example], doc_ids: list[str]) -> Any:
+    """[len(batch), len(doc_ids)]: True where a document is judged relevant to the example's query:
+    the in-batch false negatives InfoNCE must not push away (frequent where queries share topics)."""
+    import torch
+
+    return torch.tensor([[qrels.get(ex.query_id, {}).get(d, 0) > 0 for d in doc_ids] for ex in batch])
+
+
 def curriculum_negatives(config: NegativeConfig, epoch: int, epochs: int) -> NegativeConfig:
     """The negative window of ``epoch``: ranks from the deep half of the first stage at the start,
     the whole ranking at the last epoch (easy to hard)."""
@@ -264,13 +278,6 @@ def train(config: TrainConfig, *, progress: bool = True, stop_after: int | None 
     def embed(batch_texts: list[str], max_length: int) -> Any:
         return embed_texts(st, batch_texts, max_length, normalize=normalize)
 
-    def relevant_in_batch(batch: list[Example], everyone: list[Example]) -> Any:
-        """[len(batch), all documents of the global batch]: True where a document is judged
-        relevant to the query (in-batch false negatives, frequent where queries share topics)."""
-        ids = [doc for ex in everyone for doc in (ex.positive, *ex.negatives)]
-        return torch.tensor([[train_qrels.get(ex.query_id, {}).get(doc, 0) > 0 for doc in ids]
-                             for ex in batch])
-
     def batch_loss(batch: list[Example], q: Any, d: Any, everyone: list[Example]) -> Any:
         from pretriever.training.objectives.infonce import per_sample
         from pretriever.training.objectives.margin_mse import margin_mse
@@ -280,7 +287,7 @@ def train(config: TrainConfig, *, progress: bool = True, stop_after: int | None 
         if config.loss in ("infonce", "both"):
             losses = per_sample(q, distributed.gather(d, world), config.temperature, group,
                                 offset=world.rank * len(batch) * group,
-                                exclude=relevant_in_batch(batch, everyone))
+                                exclude=judged_relevant(train_qrels, batch, batch_docs(everyone)))
             if config.reweight_high or config.reweight_low:
                 weights = reweight(losses, config.reweight_high, config.reweight_low)
             total = (losses * weights).mean() if weights is not None else losses.mean()
@@ -294,7 +301,7 @@ def train(config: TrainConfig, *, progress: bool = True, stop_after: int | None 
         batch = full[world.rank :: world.size]  # this process's share of the global batch
         everyone = [ex for rank in range(world.size) for ex in full[rank :: world.size]]  # gathered order
         q_texts = [prompts["query"] + queries[ex.query_id] for ex in batch]
-        d_texts = [prompts["document"] + texts[doc] for ex in batch for doc in (ex.positive, *ex.negatives)]
+        d_texts = [prompts["document"] + texts[doc] for doc in batch_docs(batch)]
         if config.grad_cache:
             from pretriever.training.grad_cache import cached_backward
 
@@ -437,8 +444,7 @@ def train_adore(config: TrainConfig, *, progress: bool = True, stop_after: int |
             rows.extend([doc_row[ex.positive], *(doc_row[d] for d in negatives)])
         q = embed([prompt + queries[ex.query_id] for ex in batch])
         docs = doc_matrix[rows].to(device)
-        ids = [dataset.corpus.ids[r] for r in rows]
-        exclude = torch.tensor([[train_qrels[ex.query_id].get(d, 0) > 0 for d in ids] for ex in batch])
+        exclude = judged_relevant(train_qrels, batch, [dataset.corpus.ids[r] for r in rows])
         return infonce(q, docs, config.temperature, group=1 + config.negatives.hard, exclude=exclude)
 
     def on_step(step: int) -> None:

@@ -178,7 +178,8 @@ def pretrain(config: PretrainConfig, *, progress: bool = True, stop_after: int |
                 examples = task_examples(task, docs, config, epoch, lm)
                 order = rng_for(config.loop.seed, epoch, task + ":order").permutation(len(examples))
                 picked = [examples[i] for i in order][: config.max_examples or None]
-                counts[task] = len(picked)
+                if epoch == 0:  # the report's per-epoch counts (train_loop lists epoch 0 first)
+                    counts[task] = len(picked)
                 if len(picked) < 2:
                     raise ConfigError(f"task {task} drew {len(picked)} examples from {len(docs)} documents: "
                                       f"{NEEDS[task]}; choose other tasks for this corpus")
@@ -285,7 +286,6 @@ def pretrain(config: PretrainConfig, *, progress: bool = True, stop_after: int |
     result = train_loop(model, batches, loss_fn, config.loop, work=work_dir, fingerprint=fingerprint,
                         device=device, dtype=dtype, progress=progress, stop_after=stop_after,
                         batch_examples=lambda b: len(b[1]), log=log, on_step=on_step)
-    batches(0)
     report = PretrainReport(out, result, dict(counts), len(docs))
     if not result.finished:
         return report

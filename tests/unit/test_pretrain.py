@@ -67,6 +67,19 @@ def test_ict_removes_the_sentence_at_the_configured_rate() -> None:
     assert ict_pairs(docs, seed=3) == ict_pairs(docs, seed=3) != ict_pairs(docs, seed=3, epoch=1)
 
 
+def test_ict_context_is_the_passage_around_the_sentence_not_the_document_start() -> None:
+    docs = {d.id: d for d in make_docs(200, 12)}  # 12 sentences of 10-11 words each
+    pairs = ict_pairs(list(docs.values()), remove_rate=1.0, passage_words=35, seed=5)
+    for p in pairs:
+        parts = sentences(docs[p.doc_id].text)
+        title = docs[p.doc_id].title
+        body = p.positive[len(title) + 2 :] if title else p.positive
+        span = sorted([parts.index(p.query)] + [parts.index(s) for s in sentences(body)])
+        assert span == list(range(span[0], span[0] + len(span))) and 2 <= len(span) <= 3
+        assert sum(len(parts[i].split()) for i in span) <= 35
+    assert {p.query.split()[1] for p in pairs} >= {"0", "11"}  # any passage, not only the first
+
+
 def test_bfs_queries_are_titles_or_first_sentences_and_positives_body_passages() -> None:
     docs = make_docs(12, 6)
     pairs = bfs_pairs(docs, passage_words=20, seed=1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,6 +55,29 @@ def sentences(text: str) -> list[str]:
         else:
             merged.append(pending)
     return merged
+
+
+def sentence_groups(parts: Sequence[str], passage_words: int) -> list[list[str]]:
+    """Consecutive sentences grouped into passages of at most ``passage_words`` words (a longer
+    sentence is a passage on its own)."""
+    out: list[list[str]] = []
+    current: list[str] = []
+    words = 0
+    for sentence in parts:
+        n = len(sentence.split())
+        if current and words + n > passage_words:
+            out.append(current)
+            current, words = [], 0
+        current.append(sentence)
+        words += n
+    if current:
+        out.append(current)
+    return out
+
+
+def passages(parts: Sequence[str], passage_words: int) -> list[str]:
+    """The passages of ``sentence_groups`` as text."""
+    return [" ".join(group) for group in sentence_groups(parts, passage_words)]
 
 
 def rng_for(seed: int, epoch: int, task: str) -> np.random.Generator:

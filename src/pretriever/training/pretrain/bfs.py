@@ -13,25 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pretriever.training.pretrain._text import Doc, Pair, rng_for, sentences
-
-
-def passages(parts: Sequence[str], passage_words: int) -> list[str]:
-    """Consecutive sentences grouped into passages of at most ``passage_words`` words (a longer
-    sentence is a passage on its own)."""
-    out: list[str] = []
-    current: list[str] = []
-    words = 0
-    for sentence in parts:
-        n = len(sentence.split())
-        if current and words + n > passage_words:
-            out.append(" ".join(current))
-            current, words = [], 0
-        current.append(sentence)
-        words += n
-    if current:
-        out.append(" ".join(current))
-    return out
+from pretriever.training.pretrain._text import Doc, Pair, passages, rng_for, sentences
 
 
 def bfs_pairs(docs: Sequence[Doc], *, passage_words: int = 100, seed: int = 42, epoch: int = 0) -> list[Pair]:

@@ -2,7 +2,10 @@
 Question Answering"; Chang et al. 2020, "Pre-training Tasks for Embedding-based Large-scale
 Retrieval").
 
-A random sentence of a document is the pseudo-query and the document its positive. With
+A random sentence of a document is the pseudo-query and the passage around it the positive. As
+Lee et al. cut Wikipedia into blocks, a document is first cut into passages of whole sentences of
+at most ``passage_words`` words, so the context is the one the sentence sits in, never a
+truncated start of a long document that may not contain it. With
 probability ``remove_rate`` (0.9 in both papers) the sentence is removed from the positive, so
 the model must learn the context a sentence belongs to rather than lexical overlap; the
 remaining 10% keep it, so exact matches are still rewarded. In-batch negatives.
@@ -12,19 +15,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pretriever.training.pretrain._text import Doc, Pair, rng_for, sentences
+from pretriever.training.pretrain._text import Doc, Pair, rng_for, sentence_groups, sentences
 
 
-def ict_pairs(docs: Sequence[Doc], *, remove_rate: float = 0.9, seed: int = 42, epoch: int = 0) -> list[Pair]:
-    """One pair per document with at least two sentences (a lone sentence has no context)."""
+def ict_pairs(docs: Sequence[Doc], *, remove_rate: float = 0.9, passage_words: int = 100, seed: int = 42,
+              epoch: int = 0) -> list[Pair]:
+    """One pair per document that has a passage of at least two sentences (a lone sentence has
+    no context); the passage is drawn at random among those."""
     if not 0.0 <= remove_rate <= 1.0:
         raise ValueError(f"remove_rate must be in [0, 1], got {remove_rate}")
+    if passage_words < 1:
+        raise ValueError(f"passage_words must be at least 1, got {passage_words}")
     rng = rng_for(seed, epoch, "ict")
     pairs = []
     for doc in docs:
-        parts = sentences(doc.text)
-        if len(parts) < 2:
+        blocks = [b for b in sentence_groups(sentences(doc.text), passage_words) if len(b) >= 2]
+        if not blocks:
             continue
+        parts = blocks[int(rng.integers(len(blocks)))]
         i = int(rng.integers(len(parts)))
         keep = bool(rng.random() >= remove_rate)
         context = parts if keep else parts[:i] + parts[i + 1 :]

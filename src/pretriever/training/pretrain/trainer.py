@@ -51,7 +51,7 @@ class PretrainConfig:
     max_examples: int | None = None
     temperature: float = 0.05
     ict_remove_rate: float = 0.9
-    bfs_passage_words: int = 100
+    passage_words: int = 100
     crop_ratio_min: float = 0.1
     crop_ratio_max: float = 0.5
     crop_queue: int = 0
@@ -88,8 +88,8 @@ class PretrainConfig:
                               f"and {self.crop_momentum}")
         if self.crop_queue and "cropping" not in tasks:
             raise ConfigError("crop_queue is a setting of the cropping task: add cropping to tasks")
-        if self.bfs_passage_words < 1:
-            raise ConfigError(f"bfs_passage_words must be at least 1, got {self.bfs_passage_words}")
+        if self.passage_words < 1:
+            raise ConfigError(f"passage_words must be at least 1, got {self.passage_words}")
         for name in ("temperature", "prop_mu", "prop_mean_length"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
@@ -121,11 +121,12 @@ def task_examples(task: str, docs: list[Doc], config: PretrainConfig, epoch: int
     if task == "ict":
         from pretriever.training.pretrain.ict import ict_pairs
 
-        return ict_pairs(docs, remove_rate=config.ict_remove_rate, seed=seed, epoch=epoch)
+        return ict_pairs(docs, remove_rate=config.ict_remove_rate, passage_words=config.passage_words,
+                         seed=seed, epoch=epoch)
     if task == "bfs":
         from pretriever.training.pretrain.bfs import bfs_pairs
 
-        return bfs_pairs(docs, passage_words=config.bfs_passage_words, seed=seed, epoch=epoch)
+        return bfs_pairs(docs, passage_words=config.passage_words, seed=seed, epoch=epoch)
     if task == "cropping":
         from pretriever.training.pretrain.cropping import crop_pairs
 

@@ -203,8 +203,15 @@ def test_soup_of_two_models_is_the_elementwise_mean(tiny_train: Path, tmp_path: 
     assert any(not torch.equal(a[k], b[k]) for k in a)
     for key in a:
         torch.testing.assert_close(mixed[key], (a[key] + b[key]) / 2, rtol=0, atol=1e-7)
+    assert main(["soup", str(one), str(two), "--weights", "3,1", "--out", str(tmp_path / "wise")]) == 0
+    weighted = load_file(tmp_path / "wise" / "model.safetensors")
+    for key in a:
+        if a[key].is_floating_point():
+            torch.testing.assert_close(weighted[key], 0.75 * a[key] + 0.25 * b[key], rtol=0, atol=1e-6)
     assert main(["soup", str(one), "--out", str(tmp_path / "x")]) == 2  # needs two models
     assert main(["soup", str(one), str(two), "--greedy", "--out", str(tmp_path / "y")]) == 2
+    assert main(["soup", str(one), str(two), "--weights", "1", "--out", str(tmp_path / "z")]) == 2
+    assert main(["soup", str(one), str(two), "--weights", "a,b", "--out", str(tmp_path / "z")]) == 2
 
 
 def test_two_processes_train_with_gloo(tiny_train: Path, tmp_path: Path) -> None:

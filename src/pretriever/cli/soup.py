@@ -6,9 +6,11 @@ import argparse
 
 DESCRIPTION = """\
 Average the weights of models fine-tuned from the same base (Wortsman et al. 2022). Uniform:
-the mean of all. --greedy: models sorted by nDCG@10 on --split of --dataset (dense retrieval
-over its corpus), each added only if the soup's score does not drop. Models must share
-pooling, prompts and max length; the soup is a plain sentence-transformers folder."""
+the mean of all; --weights: a weighted mean (a fine-tuned model and its base, e.g. --weights
+0.5,0.5, is WiSE-FT: it often beats both out of domain, and undoes a fine-tuning that hurt).
+--greedy: models sorted by nDCG@10 on --split of --dataset (dense retrieval over its corpus),
+each added only if the soup's score does not drop. Models must share pooling, prompts and max
+length; the soup is a plain sentence-transformers folder."""
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -17,11 +19,14 @@ def register(commands: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
         "  pretriever soup models/run-a models/run-b --out models/soup\n"
+        "  pretriever soup minilm models/nf-dense --weights 0.5,0.5 --out models/nf-wise\n"
         "  pretriever soup models/run-* --greedy --dataset nfcorpus --split dev --out models/greedy",
     )
     parser.add_argument("models", nargs="+", metavar="MODEL", help="model folders (at least two)")
     parser.add_argument("--out", "-o", required=True, metavar="DIR", help="model folder to create")
     parser.add_argument("--greedy", action="store_true", help="greedy soup by a dev metric")
+    parser.add_argument("--weights", metavar="W,W,...",
+                        help="one weight per model, comma-separated (normalised to sum 1)")
     parser.add_argument("--dataset", "-d", help="dataset whose --split scores models (greedy)")
     parser.add_argument("--split", default="dev", help="split for the greedy choice (default dev)")
     parser.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
@@ -41,7 +46,14 @@ def run(args: argparse.Namespace) -> int:
         from pretriever.data.dataset import load_dataset
 
         score = dev_scorer(load_dataset(args.dataset), args.split)
-    report = soup(args.models, args.out, greedy=args.greedy, score=score, overwrite=args.overwrite)
+    weights = None
+    if args.weights:
+        try:
+            weights = [float(w) for w in args.weights.split(",")]
+        except ValueError:
+            raise ConfigError(f"--weights takes numbers separated by commas, got '{args.weights}'") from None
+    report = soup(args.models, args.out, greedy=args.greedy, weights=weights, score=score,
+                  overwrite=args.overwrite)
     detail = f" (dev nDCG@10 {report.soup_score:.4f})" if report.soup_score is not None else ""
     print(f"soup of {len(report.ingredients)} models{detail}: {', '.join(report.ingredients)} -> "
           f"{report.folder}")

@@ -2,10 +2,13 @@
 improves accuracy without increasing inference time").
 
 Fine-tuned models that share a starting point can be averaged weight by weight. Uniform soup:
-the mean of all. Greedy soup: models sorted by their dev score, each added only if the soup's dev
-score does not drop. Only compatible models are mixed: same parameters and shapes, and the same
-pooling, prompts, normalisation and max length (what changes the vectors besides the weights);
-otherwise the soup would silently lose a prefix or a pooling mode.
+the mean of all, or a weighted mean (with a fine-tuned model and its starting point, the
+weight-space ensemble WiSE-FT of Wortsman et al. 2022, "Robust fine-tuning of zero-shot models",
+which keeps what the start knew out of domain). Greedy soup: models sorted by their dev score,
+each added only if the soup's dev score does not drop. Only compatible models are mixed: same
+parameters and shapes, and the same pooling, prompts, normalisation and max length (what changes
+the vectors besides the weights); otherwise the soup would silently lose a prefix or a pooling
+mode.
 """
 
 from __future__ import annotations
@@ -53,38 +56,58 @@ def _check_compatible(encoders: Sequence[Any]) -> None:
                               "fine-tuned from the same base can be averaged")
 
 
-def average(encoders: Sequence[Any]) -> dict[str, Any]:
-    """Element-wise mean of the models' weights (float32 accumulation)."""
+def average(encoders: Sequence[Any], weights: Sequence[float] | None = None) -> dict[str, Any]:
+    """Element-wise mean of the models' weights (float32 accumulation), weighted by ``weights``
+    (normalised to sum 1) when given."""
     import torch
 
     states = [e.st.state_dict() for e in encoders]
+    share = _shares(weights, len(states))
     out = {}
     for key, value in states[0].items():
         if value.is_floating_point():
-            out[key] = (sum(s[key].float() for s in states) / len(states)).to(value.dtype)
+            out[key] = sum(w * s[key].float() for w, s in zip(share, states)).to(value.dtype)
         else:
             out[key] = value.clone()  # integer buffers (position ids): identical in every model
     return {k: v if isinstance(v, torch.Tensor) else torch.as_tensor(v) for k, v in out.items()}
 
 
+def _shares(weights: Sequence[float] | None, n: int) -> list[float]:
+    if weights is None:
+        return [1.0 / n] * n
+    if len(weights) != n:
+        raise ConfigError(f"{len(weights)} weights for {n} models: give one weight per model")
+    if any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise ConfigError(f"soup weights must be non-negative and not all zero, got {list(weights)}")
+    total = float(sum(weights))
+    return [w / total for w in weights]
+
+
 def soup(models: Sequence[str | Path], out: str | Path, *, greedy: bool = False,
-         score: Callable[[Any], float] | None = None, overwrite: bool = False) -> SoupReport:
+         weights: Sequence[float] | None = None, score: Callable[[Any], float] | None = None,
+         overwrite: bool = False) -> SoupReport:
     """Average ``models`` into a new model folder at ``out``.
 
-    ``greedy`` needs ``score(encoder) -> float`` (a dev metric, higher is better); see
-    ``dev_scorer``.
+    ``weights``: one per model for a weighted mean (uniform soup only). ``greedy`` needs
+    ``score(encoder) -> float`` (a dev metric, higher is better); see ``dev_scorer``.
     """
     if len(models) < 2:
         raise ConfigError("a soup needs at least two models")
+    if greedy and weights is not None:
+        raise ConfigError("weights are for a uniform soup; a greedy soup weighs its ingredients equally")
+    _shares(weights, len(models))  # reject bad weights before loading any model
     if greedy and score is None:
         raise ConfigError("a greedy soup needs a dev set to score models on (--dataset and --split)")
     encoders = [_encoder(m) for m in models]
     _check_compatible(encoders)
     base = encoders[0]
     if not greedy:
-        base.st.load_state_dict(average(encoders))
-        base.save(out, overwrite=overwrite, provenance={"soup": {"method": "uniform",
-                                                                "ingredients": [str(m) for m in models]}})
+        base.st.load_state_dict(average(encoders, weights))
+        recipe: dict[str, Any] = {"method": "uniform" if weights is None else "weighted",
+                                  "ingredients": [str(m) for m in models]}
+        if weights is not None:
+            recipe["weights"] = _shares(weights, len(models))
+        base.save(out, overwrite=overwrite, provenance={"soup": recipe})
         return SoupReport(Path(out), [str(m) for m in models])
     assert score is not None
     scores = {str(m): float(score(e)) for m, e in zip(models, encoders)}

@@ -212,6 +212,7 @@ def test_soup_of_two_models_is_the_elementwise_mean(tiny_train: Path, tmp_path: 
     assert main(["soup", str(one), str(two), "--greedy", "--out", str(tmp_path / "y")]) == 2
     assert main(["soup", str(one), str(two), "--weights", "1", "--out", str(tmp_path / "z")]) == 2
     assert main(["soup", str(one), str(two), "--weights", "a,b", "--out", str(tmp_path / "z")]) == 2
+    assert main(["soup", str(one), str(two), "--weights", "nan,1", "--out", str(tmp_path / "z")]) == 2
 
 
 def test_two_processes_train_with_gloo(tiny_train: Path, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ mode.
 
 from __future__ import annotations
 
+import math
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -77,8 +78,8 @@ def _shares(weights: Sequence[float] | None, n: int) -> list[float]:
         return [1.0 / n] * n
     if len(weights) != n:
         raise ConfigError(f"{len(weights)} weights for {n} models: give one weight per model")
-    if any(w < 0 for w in weights) or sum(weights) <= 0:
-        raise ConfigError(f"soup weights must be non-negative and not all zero, got {list(weights)}")
+    if any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
+        raise ConfigError(f"soup weights must be finite, non-negative and not all zero, got {list(weights)}")
     total = float(sum(weights))
     return [w / total for w in weights]
 
@@ -95,18 +96,18 @@ def soup(models: Sequence[str | Path], out: str | Path, *, greedy: bool = False,
         raise ConfigError("a soup needs at least two models")
     if greedy and weights is not None:
         raise ConfigError("weights are for a uniform soup; a greedy soup weighs its ingredients equally")
-    _shares(weights, len(models))  # reject bad weights before loading any model
+    shares = _shares(weights, len(models))  # bad weights are refused before any model loads
     if greedy and score is None:
         raise ConfigError("a greedy soup needs a dev set to score models on (--dataset and --split)")
     encoders = [_encoder(m) for m in models]
     _check_compatible(encoders)
     base = encoders[0]
     if not greedy:
-        base.st.load_state_dict(average(encoders, weights))
+        base.st.load_state_dict(average(encoders, shares))
         recipe: dict[str, Any] = {"method": "uniform" if weights is None else "weighted",
                                   "ingredients": [str(m) for m in models]}
         if weights is not None:
-            recipe["weights"] = _shares(weights, len(models))
+            recipe["weights"] = shares
         base.save(out, overwrite=overwrite, provenance={"soup": recipe})
         return SoupReport(Path(out), [str(m) for m in models])
     assert score is not None

@@ -27,7 +27,7 @@ TASKS = ("ict", "bfs", "cropping", "prop", "retromae", "dupmae")
 CONTRASTIVE = ("ict", "bfs", "cropping")
 MASKED = ("prop", "retromae", "dupmae")
 NEEDS = {
-    "ict": "ICT needs documents of at least two sentences",
+    "ict": "ICT needs documents of at least two sentences within passage_words words",
     "bfs": "BFS needs documents with a title and a body, or at least two sentences",
     "cropping": "cropping needs documents of at least 8 words",
     "prop": "PROP needs documents of at least 5 content words",

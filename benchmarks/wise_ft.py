@@ -3,9 +3,9 @@
 For each weight a, the soup (1 - a) * base + a * fine-tuned is written (``soup(..., weights=)``),
 then the dev and the test split are searched with it (dense retrieval over the whole corpus, torch
 fp32) and nDCG@10 of both is printed. Choose a by dev; test is printed for every a only so the
-table can show what the choice cost. A model trained at another max length than the base (say
-``--max-length 128`` to train faster) is first copied with the base's max length, since a soup
-must share it and the weights do not depend on it.
+table can show what the choice cost. A model that records another max length than the base (one
+trained with ``--max-length 128`` before the trainer kept the base's length) is first copied with
+the base's max length, since a soup must share it and the weights do not depend on it.
 
     python benchmarks/wise_ft.py --model models/nf-tasb --dataset nfcorpus --alphas 0.3,0.5,0.7,1
 """

@@ -175,6 +175,11 @@ def test_trained_folder_loads_in_plain_sentence_transformers(tiny_train: Path, t
     assert manifest["provenance"]["training"]["steps"] == report.loop.steps
     saved = json.loads((report.folder / "training_config.json").read_text())
     assert saved["negatives"]["hard"] == 1
+    # trained at 32 tokens, it still searches at the base's max length (training short must not
+    # truncate the model at search time)
+    assert saved["max_length"] == 32
+    base_length = SentenceTransformer(str(DenseEncoder("minilm").source), device="cpu").max_seq_length
+    assert SentenceTransformer(str(report.folder), device="cpu").max_seq_length == base_length > 32
 
 
 def test_distillation_from_a_teacher_run(tiny_train: Path, tmp_path: Path) -> None:

@@ -45,7 +45,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     bi.add_argument("--loss", choices=["infonce", "margin-mse", "both"], help="default infonce")
     bi.add_argument("--negatives", type=int, help="hard negatives per example (default 1)")
     bi.add_argument("--batch-size", type=int, help="examples per step (default 32)")
-    bi.add_argument("--max-length", type=int, help="document tokens (default 256)")
+    bi.add_argument("--max-length", type=int,
+                    help="document tokens per training example (default 256); 128 trains about 3-4x "
+                    "faster. The saved model keeps the base's own max length for search")
     bi.add_argument("--curriculum", action="store_true", default=None,
                     help="easy-to-hard negatives: early epochs draw from the deep half of the ranking")
     bi.add_argument("--reweight-high", type=float,

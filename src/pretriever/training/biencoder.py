@@ -263,7 +263,9 @@ def train(config: TrainConfig, *, progress: bool = True, stop_after: int | None 
     if config.batch_size % world.size:
         raise ConfigError(f"batch_size {config.batch_size} must be a multiple of the {world.size} processes")
     torch.manual_seed(config.loop.seed)
-    encoder = DenseEncoder(config.base, max_length=config.max_length, backend="torch", precision="float32",
+    # the base's own max length is kept for the saved model: config.max_length only bounds the
+    # training batches, so training short to save time does not truncate the model at search time
+    encoder = DenseEncoder(config.base, backend="torch", precision="float32",
                            device=distributed.local_device(world, config.device))
     st = encoder.st
     if config.lora.enabled:
@@ -402,8 +404,7 @@ def train_adore(config: TrainConfig, *, progress: bool = True, stop_after: int |
     doc_matrix = torch.from_numpy(np.ascontiguousarray(index.vectors, dtype=np.float32))
 
     torch.manual_seed(config.loop.seed)
-    encoder = DenseEncoder(config.base, max_length=config.max_length, device=config.device,
-                           backend="torch", precision="float32")
+    encoder = DenseEncoder(config.base, device=config.device, backend="torch", precision="float32")
     st = encoder.st
     device = str(st.device)
     prompt = encoder.prompts["query"]

@@ -3,9 +3,11 @@
 The experiment behind the int8-reranker section of RESULTS.md. Each variant builds an int8 model
 with ``optimize`` (its calibration pairs swapped in), then scores every SciFact test query x its
 hybrid top 20 and prints nDCG@10, the score correlation with fp32 and pairs/s. A variant is
-MODE-K[-ffn]: MODE ``pseudo`` (the shipped pairs, K per document), ``first`` (a document's first
+MODE-K[-FLAG...]: MODE ``pseudo`` (the shipped pairs, K per document), ``first`` (a document's first
 12 words x its K BM25 neighbours in the corpus) or ``sent`` (a random sentence x K neighbours);
-``-ffn`` keeps the FFN output projections in float.
+``-ffn`` keeps the FFN output projections in float; ``-b1`` calibrates one pair at a time (no
+padding tokens in the activation statistics); ``-bc`` runs nncf's full bias correction instead of
+the fast one.
 
     python benchmarks/int8_reranker_calibration.py --model models/sf-reranker pseudo-2 first-4 first-4-ffn
 """
@@ -30,7 +32,7 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="a cross-encoder folder")
     parser.add_argument("--dataset", default="scifact")
     parser.add_argument("--calibration", type=int, default=300, help="calibration documents")
-    parser.add_argument("variants", nargs="+", help="MODE-K[-ffn], e.g. pseudo-2 first-4-ffn")
+    parser.add_argument("variants", nargs="+", help="MODE-K[-ffn][-b1][-bc], e.g. pseudo-2 pseudo-2-b1")
     args = parser.parse_args()
 
     import nncf
@@ -73,15 +75,20 @@ def main() -> None:
 
     quantize = nncf.quantize
     for name in args.variants:
-        mode, k = name.split("-")[0], int(name.split("-")[1])
-        extra: dict[str, Any] = ({"ignored_scope": nncf.IgnoredScope(patterns=[FFN_OUT], validate=False)}
-                                 if name.endswith("-ffn") else {})
+        mode, k, *flags = name.split("-")
+        extra: dict[str, Any] = {}
+        if "ffn" in flags:
+            extra["ignored_scope"] = nncf.IgnoredScope(patterns=[FFN_OUT], validate=False)
+        if "bc" in flags:
+            extra["fast_bias_correction"] = False
+        batch = 1 if "b1" in flags else 8
 
-        def calibrate(self: Any, ov_model: Any, docs: list[str], mode: str = mode, k: int = k) -> Any:
+        def calibrate(self: Any, ov_model: Any, docs: list[str], mode: str = mode, k: int = int(k),
+                      batch: int = batch) -> Any:
             chosen = (opt._pseudo_pairs(docs, self.seed, group=k) if mode == "pseudo"
                       else neighbour_pairs(docs, self.seed, k, mode))
             return quantize_int8(ov_model, self.tokenizer, [q for q, _ in chosen], self.max_length,
-                                 pairs_with=[d for _, d in chosen])
+                                 pairs_with=[d for _, d in chosen], batch_size=batch)
 
         opt._Cross.calibrate = calibrate
         nncf.quantize = lambda *a, extra=extra, **kw: quantize(*a, **{**kw, **extra})

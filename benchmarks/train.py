@@ -2,10 +2,12 @@
 
 Peer: the same MiniLM trained with sentence-transformers' own ``MultipleNegativesRankingLoss`` in
 a plain PyTorch loop (AdamW, linear warm-up and decay, gradient clipping: what the ST trainer
-runs, without the ``datasets``/``accelerate`` dependencies it needs). Both see the same examples
-(SciFact train: query, positive, one BM25 hard negative), batch 32, max 256 tokens, the same
-number of steps, each in fp32 and in bf16 autocast. Reported: examples/s over the timed steps
-(model loading and data preparation excluded for both). Appends a section to RESULTS.md.
+runs, without the ``datasets``/``accelerate`` dependencies it needs). Both train on the very same
+batches (SciFact train: query, positive, one BM25 hard negative; the batches pretriever draws are
+recorded and replayed to the peer, since throughput depends on the texts' lengths), batch 32, max
+256 tokens, the same number of steps, each in fp32 and in bf16 autocast. Reported: examples/s over
+the timed steps (model loading and data preparation excluded for both). Appends a section to
+RESULTS.md.
 
     python benchmarks/train.py [--dataset scifact] [--steps 8] [--no-append]
 """
@@ -25,8 +27,8 @@ LIBS = ("torch", "sentence-transformers", "transformers")
 BATCH = 32
 
 
-def st_loop(examples, queries, texts, steps: int, bf16: bool) -> float:
-    """examples/s of a plain loop over ST's MultipleNegativesRankingLoss."""
+def st_loop(batches, queries, texts, steps: int, bf16: bool) -> float:
+    """examples/s of a plain loop over ST's MultipleNegativesRankingLoss on ``batches``."""
     import torch
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.losses import MultipleNegativesRankingLoss
@@ -43,7 +45,7 @@ def st_loop(examples, queries, texts, steps: int, bf16: bool) -> float:
     model.train()
     start = time.perf_counter()
     for step in range(steps):
-        batch = examples[step * BATCH : (step + 1) * BATCH]
+        batch = batches[step]
         columns = [[queries[ex.query_id] for ex in batch], [texts[ex.positive] for ex in batch],
                    [texts[ex.negatives[0]] for ex in batch]]
         features = [model.tokenize(c) for c in columns]
@@ -57,11 +59,21 @@ def st_loop(examples, queries, texts, steps: int, bf16: bool) -> float:
     return steps * BATCH / (time.perf_counter() - start)
 
 
-def ours(dataset: str, steps: int, precision: str) -> float:
+def ours(dataset: str, steps: int, precision: str) -> tuple[float, list]:
+    """examples/s of ``pretriever train``, and the batches it trained on."""
+    import pretriever.training.biencoder as biencoder
     from pretriever.training.biencoder import TrainConfig, train
     from pretriever.training.loop import LoopConfig
     from pretriever.training.negatives.static import NegativeConfig
 
+    seen: list = []
+    real_loop = biencoder.train_loop
+
+    def recording_loop(model, batches, *args, **kwargs):
+        seen.extend(batches(0)[:steps])
+        return real_loop(model, batches, *args, **kwargs)
+
+    biencoder.train_loop = recording_loop
     tmp = Path(tempfile.mkdtemp(prefix="bench-train-"))
     try:
         config = TrainConfig(dataset=dataset, out=str(tmp / "m"), first_stage="bm25", dev_fraction=0.0,
@@ -69,8 +81,9 @@ def ours(dataset: str, steps: int, precision: str) -> float:
                              max_length=256, query_max_length=256, precision=precision,
                              loop=LoopConfig(epochs=1, lr=3e-5, checkpoint_steps=10_000))
         report = train(config, progress=False, stop_after=steps, work=tmp / "work")
-        return report.loop.examples_per_second
+        return report.loop.examples_per_second, seen
     finally:
+        biencoder.train_loop = real_loop
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -83,19 +96,13 @@ def main() -> None:
     args = parser.parse_args()
 
     from pretriever.data import load_dataset
-    from pretriever.indexes.bm25 import BM25Index
-    from pretriever.training.negatives.static import NegativeConfig, build_examples
 
     ds = load_dataset(args.dataset)
-    qrels = ds.qrels("train")
-    queries = {q: ds.queries[q] for q in qrels}
-    run = BM25Index(progress=False).build(ds.corpus).search(queries, k=100)
-    examples = build_examples(run, qrels, ds.corpus.ids, NegativeConfig(hard=1, depth=100), epoch=0, seed=42)
     texts = ds.corpus.text_map()
     rows = []
     for label, precision, bf16 in (("fp32", "float32", False), ("bf16 autocast", "bfloat16", True)):
-        peer = st_loop(examples, ds.queries, texts, args.steps, bf16)
-        mine = ours(args.dataset, args.steps, precision)
+        mine, batches = ours(args.dataset, args.steps, precision)
+        peer = st_loop(batches, ds.queries, texts, args.steps, bf16)
         rows.append(f"| {label} | {peer:.2f} | {mine:.2f} | {mine / peer:.2f}x |")
         print(rows[-1], flush=True)
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -103,8 +110,9 @@ def main() -> None:
         f"## Training throughput: bi-encoder on {ds.name} train ({when})", "",
         machine_line(LIBS),
         f"- Method: all-MiniLM-L6-v2, InfoNCE / MultipleNegativesRankingLoss with in-batch + 1 BM25 hard "
-        f"negative, batch {BATCH}, max 256 tokens, AdamW lr 3e-5, {args.steps} steps each; examples/s "
-        "over the training steps (model load and data preparation excluded for both).",
+        f"negative, batch {BATCH}, max 256 tokens, AdamW lr 3e-5, {args.steps} steps each on the same "
+        "batches (pretriever's, replayed to the peer); examples/s over the training steps (model load "
+        "and data preparation excluded for both).",
         "", "| precision | plain ST loop (examples/s) | pretriever train (examples/s) | ratio |",
         "|---|---:|---:|---:|", *rows,
     ])

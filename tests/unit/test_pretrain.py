@@ -229,6 +229,39 @@ def test_bag_of_words_loss_rewards_the_input_words() -> None:
     assert torch.isclose(bow_loss(head, noisy, ids, content), bow_loss(head, on_input, ids, content))
 
 
+def test_lexical_teacher_adds_bm25_to_the_starting_model(tmp_path: Path) -> None:
+    from pretriever.data.corpus import Corpus
+    from pretriever.encoders.dense import DenseEncoder
+    from pretriever.training.pretrain.lexical import LexicalTeacher, lexical_pairs, pseudo_queries
+
+    docs = make_docs(18, 4)
+    corpus = Corpus([d.id for d in docs], [d.title for d in docs], [d.text for d in docs])
+    queries = pseudo_queries(docs, seed=1)
+    for doc in docs:  # a title or one of the document's own sentences
+        assert queries[doc.id] == doc.title or queries[doc.id] in sentences(doc.text)
+    assert any(q == docs[i].title for i, q in enumerate(queries.values()) if docs[i].title)
+    assert any(q in sentences(docs[i].text) for i, q in enumerate(queries.values()) if docs[i].title)
+
+    def teacher(weight: float) -> LexicalTeacher:
+        return LexicalTeacher(corpus, "minilm", weight=weight, temperature=0.05, depth=5, progress=False)
+
+    semantic, lexical = teacher(0.0), teacher(1000.0)
+    pick = {"q": "fact 33 about item 12"}  # words of d12 alone
+    encoder = DenseEncoder("minilm")
+    qv = encoder.encode_queries([pick["q"]])[0]
+    cos = semantic.vectors @ qv
+    for doc, score in semantic.scores(pick)["q"].items():  # weight 0: the starting model alone
+        assert score == pytest.approx(float(cos[semantic.row[doc]]) / 0.05, abs=1e-4)
+    bm25 = lexical.bm25.search(pick, k=5)["q"]
+    strong = lexical.scores(pick)["q"]
+    assert max(strong, key=strong.get) == max(bm25, key=bm25.get) == "d12"  # BM25 dominates at 1000
+
+    pairs = lexical_pairs(docs, lexical, seed=1)
+    assert len(pairs) == len(docs)
+    assert all(p.margin >= 0 and p.positive != p.negative for p in pairs)
+    assert pairs == lexical_pairs(docs, lexical, seed=1) != lexical_pairs(docs, lexical, seed=1, epoch=1)
+
+
 def test_no_task_reads_queries_or_qrels(corpus_only: Path, tmp_path: Path, monkeypatch) -> None:
     from sentence_transformers import SentenceTransformer
 
@@ -241,13 +274,14 @@ def test_no_task_reads_queries_or_qrels(corpus_only: Path, tmp_path: Path, monke
     monkeypatch.setattr(Dataset, "qrels", forbidden)
     monkeypatch.setattr(Dataset, "split_queries", forbidden)
     config = PretrainConfig(dataset=str(corpus_only), out=str(tmp_path / "all"),
-                            tasks="ict,bfs,cropping,prop,dupmae", batch_size=4, max_length=48,
+                            tasks="ict,bfs,cropping,lexical,prop,dupmae", batch_size=4, max_length=48,
                             loop=LoopConfig(lr=1e-4, checkpoint_steps=100))
     report = pretrain(config, progress=False)
-    assert set(report.examples) == {"ict", "bfs", "cropping", "prop", "dupmae"}
+    assert set(report.examples) == {"ict", "bfs", "cropping", "lexical", "prop", "dupmae"}
     assert report.loop.finished and all(np.isfinite(report.loop.losses))
     manifest = json.loads((report.folder / "manifest.json").read_text())
-    assert manifest["provenance"]["pretraining"]["tasks"] == ["ict", "bfs", "cropping", "prop", "dupmae"]
+    assert manifest["provenance"]["pretraining"]["tasks"] == ["ict", "bfs", "cropping", "lexical", "prop",
+                                                              "dupmae"]
     vectors = SentenceTransformer(str(report.folder)).encode(["solar power"])
     assert vectors.shape == (1, 384)
     assert not (report.folder.parent / "all.work").exists()
@@ -282,7 +316,7 @@ def test_tasks_that_find_nothing_say_why(tmp_path: Path) -> None:
 
 
 def test_config_refuses_unknown_or_overlapping_tasks(corpus_only: Path) -> None:
-    with pytest.raises(ConfigError, match="choose from ict, bfs, cropping, prop, retromae, dupmae"):
+    with pytest.raises(ConfigError, match="choose from ict, bfs, cropping, lexical, prop, retromae, dupmae"):
         PretrainConfig(dataset=str(corpus_only), out="x", tasks="ict,mlm")
     with pytest.raises(ConfigError, match="dupmae already includes retromae"):
         PretrainConfig(dataset=str(corpus_only), out="x", tasks="retromae,dupmae")

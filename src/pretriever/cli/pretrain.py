@@ -13,6 +13,8 @@ each batch holds one task's examples):
   ict       Inverse Cloze Task: a sentence -> its passage, the sentence removed 90% of the time
   bfs       Body First Selection: the title (else first sentence) -> a random body passage
   cropping  Contriever: two random spans of a document (optional MoCo queue: --crop-queue)
+  lexical   Spar-style distillation: a title or sentence -> the margins that the starting model
+            plus BM25 give two of its candidates (learns the lexical matching BM25 adds)
   prop      PROP representative words: the likelier of two sampled word sets scores higher, + MLM
   retromae  RetroMAE: masked auto-encoding through a one-layer decoder fed by the embedding
   dupmae    retromae + DupMAE's bag-of-words head
@@ -34,8 +36,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--dataset", "-d", help="a BEIR folder or a name under $PRETRIEVER_DATA "
                         "(only its corpus is read)")
-    parser.add_argument("--tasks", help="comma-separated: ict, bfs, cropping, prop, retromae, dupmae "
-                        "(default ict)")
+    parser.add_argument("--tasks", help="comma-separated: ict, bfs, cropping, lexical, prop, retromae, "
+                        "dupmae (default ict)")
     parser.add_argument("--out", "-o", metavar="DIR", help="model folder to create")
     parser.add_argument("--config", metavar="FILE", help="settings file (.toml, .yaml or .json)")
     parser.add_argument("--base", help="model to start from (default minilm)")
@@ -47,6 +49,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, help="seed of sampling, masking and initialisation (default 42)")
     parser.add_argument("--crop-queue", type=int, help="cropping: MoCo queue of this many keys (default 0: "
                         "in-batch negatives only)")
+    parser.add_argument("--lexical-weight", type=float, help="lexical: BM25's weight in the teacher, in "
+                        "units of 1/temperature of cosine (default 5: BM25's best candidate gains 0.25 "
+                        "cosine)")
     parser.add_argument("--precision", choices=["auto", "float32", "bfloat16"],
                         help="training precision (default auto: bf16 autocast where native)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
@@ -60,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     config = build_config(
         PretrainConfig, args.config, dataset=args.dataset, out=args.out, tasks=args.tasks, base=args.base,
         batch_size=args.batch_size, max_length=args.max_length, max_examples=args.max_examples,
-        crop_queue=args.crop_queue, precision=args.precision,
+        crop_queue=args.crop_queue, lexical_weight=args.lexical_weight, precision=args.precision,
         **{"loop.epochs": args.epochs, "loop.lr": args.lr, "loop.seed": args.seed},
     )
     report = pretrain(config, progress=show_progress(), overwrite=args.overwrite, log=info)

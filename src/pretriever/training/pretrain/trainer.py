@@ -1,11 +1,11 @@
 """``pretrain``: continued pre-training of a bi-encoder on a corpus, with no queries or labels.
 
-Each task (``ict``, ``bfs``, ``cropping``, ``prop``, ``retromae`` or ``dupmae``) turns the corpus
-into training examples once per epoch (seeded by (seed, epoch, task)); with several tasks, each
-batch holds one task's examples and the batches of all tasks are shuffled together. The model is
-trained by the shared loop (checkpoints, resume, bf16), and saved as a plain sentence-transformers
-folder whose manifest records the tasks and settings. Only ``dataset.corpus`` is read: the
-trainer never opens a query or qrels file.
+Each task (``ict``, ``bfs``, ``cropping``, ``lexical``, ``prop``, ``retromae`` or ``dupmae``) turns
+the corpus into training examples once per epoch (seeded by (seed, epoch, task)); with several
+tasks, each batch holds one task's examples and the batches of all tasks are shuffled together.
+The model is trained by the shared loop (checkpoints, resume, bf16), and saved as a plain
+sentence-transformers folder whose manifest records the tasks and settings. Only
+``dataset.corpus`` is read: the trainer never opens a query or qrels file.
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ from pretriever.training.config import to_dict
 from pretriever.training.loop import LoopConfig, LoopResult, autocast_dtype, train_loop
 from pretriever.training.pretrain._text import Doc, rng_for
 
-TASKS = ("ict", "bfs", "cropping", "prop", "retromae", "dupmae")
+TASKS = ("ict", "bfs", "cropping", "lexical", "prop", "retromae", "dupmae")
 CONTRASTIVE = ("ict", "bfs", "cropping")
 MASKED = ("prop", "retromae", "dupmae")
 NEEDS = {
     "ict": "ICT needs documents of at least two sentences within passage_words words",
     "bfs": "BFS needs documents with a title and a body, or at least two sentences",
     "cropping": "cropping needs documents of at least 8 words",
+    "lexical": "lexical needs documents with a title or a sentence, and two candidates for each",
     "prop": "PROP needs documents of at least 5 content words",
     "retromae": "RetroMAE needs non-empty documents",
     "dupmae": "DupMAE needs non-empty documents",
@@ -56,6 +57,8 @@ class PretrainConfig:
     crop_ratio_max: float = 0.5
     crop_queue: int = 0
     crop_momentum: float = 0.999
+    lexical_weight: float = 5.0
+    lexical_depth: int = 30
     prop_mu: float = 100.0
     prop_mean_length: float = 3.0
     prop_mlm_weight: float = 1.0
@@ -88,6 +91,9 @@ class PretrainConfig:
                               f"and {self.crop_momentum}")
         if self.crop_queue and "cropping" not in tasks:
             raise ConfigError("crop_queue is a setting of the cropping task: add cropping to tasks")
+        if self.lexical_weight < 0 or self.lexical_depth < 2:
+            raise ConfigError(f"lexical_weight must be >= 0 and lexical_depth >= 2, got "
+                              f"{self.lexical_weight} and {self.lexical_depth}")
         if self.passage_words < 1:
             raise ConfigError(f"passage_words must be at least 1, got {self.passage_words}")
         for name in ("temperature", "prop_mu", "prop_mean_length"):
@@ -115,7 +121,7 @@ def corpus_docs(corpus: Any) -> list[Doc]:
 
 
 def task_examples(task: str, docs: list[Doc], config: PretrainConfig, epoch: int,
-                  lm: Any = None) -> list[Any]:
+                  lm: Any = None, teacher: Any = None) -> list[Any]:
     """The examples ``task`` draws from ``docs`` in ``epoch`` (pure in (config.loop.seed, epoch))."""
     seed = config.loop.seed
     if task == "ict":
@@ -132,6 +138,10 @@ def task_examples(task: str, docs: list[Doc], config: PretrainConfig, epoch: int
 
         return crop_pairs(docs, ratio_min=config.crop_ratio_min, ratio_max=config.crop_ratio_max,
                           seed=seed, epoch=epoch)
+    if task == "lexical":
+        from pretriever.training.pretrain.lexical import lexical_pairs
+
+        return lexical_pairs(docs, teacher, seed=seed, epoch=epoch)
     if task == "prop":
         from pretriever.training.pretrain.prop import rop_examples
 
@@ -152,6 +162,7 @@ def pretrain(config: PretrainConfig, *, progress: bool = True, stop_after: int |
     from pretriever.encoders.dense import DenseEncoder
     from pretriever.training.embedding import embed
     from pretriever.training.objectives.infonce import infonce
+    from pretriever.training.objectives.margin_mse import margin_mse
     from pretriever.training.pretrain.mlm import mask_tokens, mlm_head, mlm_loss
 
     out = Path(config.out)
@@ -167,6 +178,14 @@ def pretrain(config: PretrainConfig, *, progress: bool = True, stop_after: int |
         from pretriever.training.pretrain.prop import CollectionLM
 
         lm = CollectionLM(docs, config.prop_mu)
+    teacher = None
+    if "lexical" in tasks:
+        from pretriever.training.pretrain.lexical import LexicalTeacher
+
+        teacher = LexicalTeacher(corpus, config.base, weight=config.lexical_weight,
+                                 temperature=config.temperature, depth=config.lexical_depth,
+                                 max_length=config.max_length, work_dir=work_dir / "teacher",
+                                 progress=progress)
 
     cache: dict[int, list[tuple[str, list[Any], int]]] = {}
     counts: dict[str, int] = {}
@@ -176,7 +195,7 @@ def pretrain(config: PretrainConfig, *, progress: bool = True, stop_after: int |
             cache.clear()
             out_batches = []
             for task in tasks:
-                examples = task_examples(task, docs, config, epoch, lm)
+                examples = task_examples(task, docs, config, epoch, lm, teacher)
                 order = rng_for(config.loop.seed, epoch, task + ":order").permutation(len(examples))
                 picked = [examples[i] for i in order][: config.max_examples or None]
                 if epoch == 0:  # the report's per-epoch counts (train_loop lists epoch 0 first)
@@ -258,6 +277,13 @@ def pretrain(config: PretrainConfig, *, progress: bool = True, stop_after: int |
                 return loss
             d = embed(st, doc_texts, config.max_length, normalize=normalize)
             return infonce(q, d, config.temperature, group=1)
+        if task == "lexical":
+            q = embed(st, [prompts["query"] + ex.query for ex in examples], config.query_max_length,
+                      normalize=normalize)
+            pair_texts = [prompts["document"] + t for ex in examples for t in (ex.positive, ex.negative)]
+            d = embed(st, pair_texts, config.max_length, normalize=normalize)
+            margins = torch.tensor([[ex.margin, 0.0] for ex in examples], device=q.device)
+            return margin_mse(q, d, margins, config.temperature)
         if task == "prop":
             from pretriever.training.pretrain.prop import rop_loss
 

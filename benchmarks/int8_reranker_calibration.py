@@ -7,7 +7,8 @@ MODE-K[-FLAG...]: MODE ``pseudo`` (the shipped pairs, K per document), ``first``
 12 words x its K BM25 neighbours in the corpus) or ``sent`` (a random sentence x K neighbours);
 ``-ffn`` keeps the FFN output projections in float; ``-b1`` calibrates one pair at a time (no
 padding tokens in the activation statistics); ``-bc`` runs nncf's full bias correction instead of
-the fast one.
+the fast one; ``-bf`` runs the int8 model with OpenVINO's bf16 precision hint, so the ops left in
+float compute in bf16.
 
     python benchmarks/int8_reranker_calibration.py --model models/sf-reranker pseudo-2 first-4 first-4-ffn
 """
@@ -32,7 +33,7 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="a cross-encoder folder")
     parser.add_argument("--dataset", default="scifact")
     parser.add_argument("--calibration", type=int, default=300, help="calibration documents")
-    parser.add_argument("variants", nargs="+", help="MODE-K[-ffn][-b1][-bc], e.g. pseudo-2 pseudo-2-b1")
+    parser.add_argument("variants", nargs="+", help="MODE-K[-ffn][-b1][-bc][-bf], e.g. pseudo-2 pseudo-2-b1")
     args = parser.parse_args()
 
     import nncf
@@ -40,7 +41,7 @@ def main() -> None:
     import pretriever.optimize as opt
     from pretriever.data import load_dataset
     from pretriever.encoders.cross import Reranker, rerank_scores
-    from pretriever.encoders.openvino import quantize_int8
+    from pretriever.encoders.openvino import OpenVINORunner, quantize_int8
     from pretriever.evaluation import evaluate
     from pretriever.indexes.bm25 import BM25Index
     from pretriever.runs import ranked
@@ -74,6 +75,7 @@ def main() -> None:
         return [(pseudo[q], texts[hit.doc_id]) for q in pseudo for hit in ranked(run.get(q, {}), k)]
 
     quantize = nncf.quantize
+    real_init = OpenVINORunner.__init__
     for name in args.variants:
         mode, k, *flags = name.split("-")
         extra: dict[str, Any] = {}
@@ -96,11 +98,15 @@ def main() -> None:
         try:
             report = opt.optimize(args.model, dataset.corpus, precision="int8", out=work / "int8",
                                   calibration=args.calibration, check=100, force=True)
+            if "bf" in flags:
+                OpenVINORunner.__init__ = lambda runner, model, precision, threads=None: real_init(
+                    runner, model, "bfloat16" if precision == "int8" else precision, threads)
             reranker = Reranker.load(work / "int8", backend="openvino", precision="int8")
             start = time.perf_counter()
             fast = reranker.score(pairs)
             seconds = time.perf_counter() - start
         finally:
+            OpenVINORunner.__init__ = real_init
             shutil.rmtree(work)
         print(f"{name}: nDCG@10 {ndcg(fast):.4f}, correlation {np.corrcoef(fast, exact)[0, 1]:.5f}, "
               f"guard {report.quality:.5f}, {len(pairs) / seconds:.1f} pairs/s", flush=True)

@@ -67,6 +67,7 @@ def test_auto_resolution(monkeypatch: pytest.MonkeyPatch, int8_model: Path) -> N
 def test_optimize_round_trip_keeps_quality(int8_model: Path, adi, minilm) -> None:
     manifest = json.loads((int8_model / "openvino" / "manifest.json").read_text())
     assert manifest["kind"] == "encoder.openvino" and manifest["params"]["precision"] == "int8"
+    assert "float_ops" not in manifest["params"]  # an encoder is quantised everywhere
     check = manifest["provenance"]["check"]
     assert check["quality"] >= 0.995 and check["measure"] == "mean cosine" and check["documents"] == 40
     assert manifest["provenance"]["calibration"]["documents"] == 40

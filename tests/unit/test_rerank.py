@@ -85,6 +85,7 @@ def test_optimised_reranker_ranks_like_torch(tiny_reranker: Path, tiny: Path, tm
     assert report.measure == "score correlation"
     int8 = Reranker.load(tmp_path / "int8")  # auto: the stored int8 model
     assert int8.resolved == ("openvino", "int8")
+    _assert_ffn_outputs_stay_float(tmp_path / "int8")
     torch_fp32 = Reranker.load(tiny_reranker, backend="torch", precision="float32")
     for qid, text in ds.queries.items():
         pairs = [(text, ds.corpus.text_map()[d]) for d in ds.corpus.ids]
@@ -96,6 +97,28 @@ def test_optimised_reranker_ranks_like_torch(tiny_reranker: Path, tiny: Path, tm
     bf16 = Reranker.load(tiny_reranker, backend="openvino", precision="bfloat16")
     pairs = [(ds.queries["q1"], t) for t in ds.corpus.contents()]
     np.testing.assert_allclose(bf16.score(pairs), torch_fp32.score(pairs), atol=0.05)
+
+
+def _assert_ffn_outputs_stay_float(folder: Path) -> None:
+    """A reranker's int8 model keeps the FFN output projections unquantised (the manifest says so
+    and the graph agrees), while the other projections read quantised activations."""
+    import re
+
+    import openvino
+
+    from pretriever.optimize import CROSS_FLOAT_OPS
+
+    manifest = json.loads((folder / "openvino" / "manifest.json").read_text())
+    assert manifest["params"]["float_ops"] == list(CROSS_FLOAT_OPS) and manifest["params"]["float_ops_bf16"]
+    graph = openvino.Core().read_model(str(folder / "openvino" / "openvino_model.xml"))
+    fed_by_quantizer = {}
+    for op in graph.get_ordered_ops():
+        if op.get_type_name() == "MatMul" and re.search(r"layer\.\d+\.", op.get_friendly_name()):
+            producers = {op.input_value(i).get_node().get_type_name() for i in range(op.get_input_size())}
+            fed_by_quantizer[op.get_friendly_name()] = "FakeQuantize" in producers
+    ffn = [name for name in fed_by_quantizer if re.search(r"layer\.\d+\.output\.dense", name)]
+    assert ffn and not any(fed_by_quantizer[name] for name in ffn)
+    assert any(quantised for name, quantised in fed_by_quantizer.items() if name not in ffn)
 
 
 def test_interpolation_mixes_min_max_scores() -> None:

@@ -102,9 +102,10 @@ def convert(module: Any, tokenizer: Any, max_length: int) -> Any:
 
 
 def quantize_int8(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int, batch_size: int = 8,
-                  pairs_with: Sequence[str] | None = None) -> Any:
+                  pairs_with: Sequence[str] | None = None, keep_float: Sequence[str] = ()) -> Any:
     """Static int8 quantisation with NNCF's transformer preset, calibrated on ``texts`` (and the
-    second texts ``pairs_with`` for a cross-encoder)."""
+    second texts ``pairs_with`` for a cross-encoder); ops whose names match a ``keep_float``
+    pattern stay in float."""
     try:
         import nncf
     except ImportError:
@@ -116,21 +117,24 @@ def quantize_int8(model: Any, tokenizer: Any, texts: Sequence[str], max_length: 
     dataset = nncf.Dataset(batches, lambda b: {n: b[n] for n in names if n in b})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        extra = ({"ignored_scope": nncf.IgnoredScope(patterns=list(keep_float), validate=False)}
+                 if keep_float else {})
         return nncf.quantize(model, dataset, model_type=nncf.ModelType.TRANSFORMER,
-                             subset_size=len(batches))
+                             subset_size=len(batches), **extra)
 
 
 class OpenVINORunner:
     """A compiled OpenVINO model: token ids in, last hidden states out."""
 
-    def __init__(self, model: Any, precision: str, threads: int | None = None) -> None:
+    def __init__(self, model: Any, precision: str, threads: int | None = None, *,
+                 float_ops_bf16: bool = False) -> None:
         ov = _ov()
         config: dict[str, Any] = {
             "INFERENCE_NUM_THREADS": threads or default_threads(),
             "PERFORMANCE_HINT": "LATENCY",
         }
-        if precision == "bfloat16":
-            config["INFERENCE_PRECISION_HINT"] = "bf16"
+        if precision == "bfloat16" or (precision == "int8" and float_ops_bf16):
+            config["INFERENCE_PRECISION_HINT"] = "bf16"  # with int8: int8 layers stay int8, the rest bf16
         elif precision in ("float32", "int8"):
             config["INFERENCE_PRECISION_HINT"] = "f32"  # int8 layers stay int8; the rest f32
         else:

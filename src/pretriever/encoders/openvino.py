@@ -14,6 +14,7 @@ folder's Pooling config exactly as sentence-transformers does.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -119,8 +120,14 @@ def quantize_int8(model: Any, tokenizer: Any, texts: Sequence[str], max_length: 
         warnings.simplefilter("ignore")
         extra = ({"ignored_scope": nncf.IgnoredScope(patterns=list(keep_float), validate=False)}
                  if keep_float else {})
-        return nncf.quantize(model, dataset, model_type=nncf.ModelType.TRANSFORMER,
-                             subset_size=len(batches), **extra)
+        logger = logging.getLogger("nncf")  # it lists every op left in float at INFO, on stdout
+        level = logger.level
+        logger.setLevel(logging.WARNING)
+        try:
+            return nncf.quantize(model, dataset, model_type=nncf.ModelType.TRANSFORMER,
+                                 subset_size=len(batches), **extra)
+        finally:
+            logger.setLevel(level)
 
 
 class OpenVINORunner:

@@ -50,8 +50,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--crop-queue", type=int, help="cropping: MoCo queue of this many keys (default 0: "
                         "in-batch negatives only)")
     parser.add_argument("--lexical-weight", type=float, help="lexical: BM25's weight in the teacher, in "
-                        "units of 1/temperature of cosine (default 5: BM25's best candidate gains 0.25 "
-                        "cosine)")
+                        "units of 1/temperature of cosine (default 2: BM25's best candidate gains 0.1 "
+                        "cosine; 5 cost 0.021 nDCG@10 on SciFact)")
     parser.add_argument("--precision", choices=["auto", "float32", "bfloat16"],
                         help="training precision (default auto: bf16 autocast where native)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")

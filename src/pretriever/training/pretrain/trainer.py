@@ -57,7 +57,7 @@ class PretrainConfig:
     crop_ratio_max: float = 0.5
     crop_queue: int = 0
     crop_momentum: float = 0.999
-    lexical_weight: float = 5.0
+    lexical_weight: float = 2.0
     lexical_depth: int = 30
     prop_mu: float = 100.0
     prop_mean_length: float = 3.0

@@ -31,7 +31,6 @@ from pretriever.encoders.openvino import (
     OV_XML,
     OpenVINORunner,
     convert,
-    cpu_has_bf16,
     pool,
     quantize_int8,
     tokenize,
@@ -204,8 +203,7 @@ def optimize(
     ov_model = convert(target_model.module, target_model.tokenizer, target_model.max_length)
     if precision == "int8":
         ov_model = target_model.calibrate(ov_model, calibration_texts)
-    float_bf16 = precision == "int8" and bool(target_model.float_ops) and cpu_has_bf16()
-    runner = OpenVINORunner(ov_model, precision, float_ops_bf16=float_bf16)
+    runner = OpenVINORunner(ov_model, precision, float_ops_bf16=bool(target_model.float_ops))
     quality, worst = target_model.check(runner, check_texts)
     measure = target_model.measure
     if quality < min_quality and not force:

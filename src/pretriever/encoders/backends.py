@@ -84,12 +84,12 @@ def resolve(backend: str, precision: str, *, device: str | None, source: str, mo
 def openvino_runner(source: str | Path, precision: str, module: Any, tokenizer: Any, max_length: int) -> Any:
     """A compiled OpenVINO model for ``precision``: the one stored in the folder when it matches
     (its checksums verified first), else converted now from the torch ``module``."""
-    from pretriever.encoders.openvino import OV_DIR, OV_XML, OpenVINORunner, convert, cpu_has_bf16
+    from pretriever.encoders.openvino import OV_DIR, OV_XML, OpenVINORunner, convert
 
     saved = saved_openvino(source)
     if saved is not None and saved["params"]["precision"] == precision:
         folder = Path(source) / OV_DIR
         read_manifest(folder, kind=saved["kind"], verify=True)
-        return OpenVINORunner(folder / OV_XML, precision,
-                              float_ops_bf16=bool(saved["params"].get("float_ops_bf16")) and cpu_has_bf16())
+        float_ops_bf16 = bool(saved["params"].get("float_ops_bf16"))
+        return OpenVINORunner(folder / OV_XML, precision, float_ops_bf16=float_ops_bf16)
     return OpenVINORunner(convert(module, tokenizer, max_length), precision)

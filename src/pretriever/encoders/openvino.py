@@ -135,12 +135,13 @@ class OpenVINORunner:
 
     def __init__(self, model: Any, precision: str, threads: int | None = None, *,
                  float_ops_bf16: bool = False) -> None:
+        """``float_ops_bf16``: an int8 model's unquantised ops run in bf16 where the CPU has it."""
         ov = _ov()
         config: dict[str, Any] = {
             "INFERENCE_NUM_THREADS": threads or default_threads(),
             "PERFORMANCE_HINT": "LATENCY",
         }
-        if precision == "bfloat16" or (precision == "int8" and float_ops_bf16):
+        if precision == "bfloat16" or (precision == "int8" and float_ops_bf16 and cpu_has_bf16()):
             config["INFERENCE_PRECISION_HINT"] = "bf16"  # with int8: int8 layers stay int8, the rest bf16
         elif precision in ("float32", "int8"):
             config["INFERENCE_PRECISION_HINT"] = "f32"  # int8 layers stay int8; the rest f32

@@ -79,15 +79,15 @@ class LexicalTeacher:
         qids = list(queries)
         lexical = self.bm25.search(queries, k=self.depth)
         qv = self.encoder.encode_queries([queries[q] for q in qids])
+        dense = self.dense.search_vectors(qids, qv, self.depth)
         out = {}
         for i, qid in enumerate(qids):
-            sims = self.vectors @ qv[i]
-            top = np.argpartition(-sims, min(self.depth, len(sims) - 1))[: self.depth]
             bm = lexical.get(qid, {})
             best = max(bm.values(), default=0.0) or 1.0
-            candidates = set(bm) | {self.ids[j] for j in top}
-            out[qid] = {d: float(sims[self.row[d]]) / self.temperature + self.weight * bm.get(d, 0.0) / best
-                        for d in candidates}
+            cosines = dict(dense.get(qid, {}))
+            cosines.update({d: float(self.vectors[self.row[d]] @ qv[i]) for d in bm if d not in cosines})
+            out[qid] = {d: cos / self.temperature + self.weight * bm.get(d, 0.0) / best
+                        for d, cos in cosines.items()}
         return out
 
 

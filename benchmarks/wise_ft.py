@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +30,9 @@ def main() -> None:
 
     from pretriever.data import load_dataset
     from pretriever.encoders.dense import DenseEncoder
-    from pretriever.training.soups import dev_scorer, soup
+    from pretriever.training.soups import soup
 
     dataset = load_dataset(args.dataset)
-    dev, test = dev_scorer(dataset, "dev"), _test_scorer(dataset)
     work = Path(args.work or tempfile.mkdtemp(prefix="wise-"))
 
     def encoder(path: str | Path) -> DenseEncoder:
@@ -50,23 +48,20 @@ def main() -> None:
     for alpha in (float(a) for a in args.alphas.split(",")):
         out = work / f"wise-{alpha}"
         soup([args.base, model], out, weights=[1 - alpha, alpha], overwrite=True)
-        print(f"a = {alpha}: dev nDCG@10 {dev(encoder(out)):.4f}, test nDCG@10 {test(encoder(out)):.4f}",
-              flush=True)
+        dev, test = _dev_and_test(dataset, encoder(out))
+        print(f"a = {alpha}: dev nDCG@10 {dev:.4f}, test nDCG@10 {test:.4f}", flush=True)
 
 
-def _test_scorer(dataset: Any) -> Callable[[Any], float]:
-    """nDCG@10 on test (dev_scorer refuses the test split by design: it is for choosing)."""
+def _dev_and_test(dataset: Any, encoder: Any) -> tuple[float, float]:
+    """nDCG@10 on dev and on test, from one encoding of the corpus (dev_scorer refuses the test
+    split by design, and would encode the corpus a second time)."""
     from pretriever.evaluation.measures import evaluate
     from pretriever.indexes.dense import FlatIndex
 
-    qrels, queries = dataset.qrels("test"), dataset.split_queries("test")
-
-    def score(encoder: Any) -> float:
-        with tempfile.TemporaryDirectory(prefix="wise-test-") as work:
-            index = FlatIndex(encoder, progress=False, work_dir=work).build(dataset.corpus)
-            return evaluate(qrels, index.search(queries, k=100), ["nDCG@10"]).metrics["nDCG@10"]
-
-    return score
+    with tempfile.TemporaryDirectory(prefix="wise-") as work:
+        index = FlatIndex(encoder, progress=False, work_dir=work).build(dataset.corpus)
+        return tuple(evaluate(dataset.qrels(split), index.search(dataset.split_queries(split), k=100),
+                              ["nDCG@10"]).metrics["nDCG@10"] for split in ("dev", "test"))
 
 
 if __name__ == "__main__":

@@ -81,9 +81,12 @@ def main() -> None:
         rows.append((dataset, "MiniLM off the shelf", base, None, None))
         for tasks in args.tasks:
             out = work / f"{dataset}-{tasks.replace(',', '+')}"
-            if not out.is_dir():
-                run(["pretriever", "pretrain", "--dataset", dataset, "--tasks", tasks, "--out", str(out),
-                     "--overwrite", *extra], log)
+            cmd = ["pretriever", "pretrain", "--dataset", dataset, "--tasks", tasks, "--out", str(out),
+                   "--overwrite", *extra]
+            if out.is_dir():  # still listed: the settings are read back from its manifest
+                log.append(shlex.join(cmd) + "  # model from an earlier run of this command, reused")
+            else:
+                run(cmd, log)
             info = json.loads((out / "manifest.json").read_text())["provenance"]["pretraining"]
             ev = evaluation(dataset, "dense", str(out), out.with_suffix(".trec"), log)
             rows.append((dataset, tasks, ev, compare([base, ev], "nDCG@10")[0], info))

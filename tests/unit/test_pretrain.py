@@ -232,7 +232,12 @@ def test_bag_of_words_loss_rewards_the_input_words() -> None:
 def test_lexical_teacher_adds_bm25_to_the_starting_model(tmp_path: Path) -> None:
     from pretriever.data.corpus import Corpus
     from pretriever.encoders.dense import DenseEncoder
-    from pretriever.training.pretrain.lexical import LexicalTeacher, lexical_pairs, pseudo_queries
+    from pretriever.training.pretrain.lexical import (
+        LexicalTeacher,
+        keyword_spans,
+        lexical_lists,
+        pseudo_queries,
+    )
 
     docs = make_docs(18, 4)
     corpus = Corpus([d.id for d in docs], [d.title for d in docs], [d.text for d in docs])
@@ -241,6 +246,13 @@ def test_lexical_teacher_adds_bm25_to_the_starting_model(tmp_path: Path) -> None
         assert queries[doc.id] == doc.title or queries[doc.id] in sentences(doc.text)
     assert any(q == docs[i].title for i, q in enumerate(queries.values()) if docs[i].title)
     assert any(q in sentences(docs[i].text) for i, q in enumerate(queries.values()) if docs[i].title)
+    spans = keyword_spans("Statin Use and Breast Cancer Survival: a Cohort Study from 1995")
+    assert {"Statin Use", "Breast Cancer Survival", "Cohort Study", "Cancer"} <= set(spans)
+    assert not any(w in span.split() for span in spans for w in ("and", "a", "from", "1995", ":"))
+    keywords = pseudo_queries(docs, kinds=("keywords",), seed=1)
+    assert len(keywords) == len(docs)
+    for doc in docs:  # 1-3 words of the title, else of the first sentence
+        assert keywords[doc.id] in keyword_spans(doc.title or sentences(doc.text)[0])
 
     def teacher(weight: float) -> LexicalTeacher:
         return LexicalTeacher(corpus, "minilm", weight=weight, temperature=0.05, depth=5, progress=False)
@@ -256,10 +268,23 @@ def test_lexical_teacher_adds_bm25_to_the_starting_model(tmp_path: Path) -> None
     strong = lexical.scores(pick)["q"]
     assert max(strong, key=strong.get) == max(bm25, key=bm25.get) == "d12"  # BM25 dominates at 1000
 
-    pairs = lexical_pairs(docs, lexical, seed=1)
+    pairs = lexical_lists(docs, lexical, seed=1)
     assert len(pairs) == len(docs)
-    assert all(p.margin >= 0 and p.positive != p.negative for p in pairs)
-    assert pairs == lexical_pairs(docs, lexical, seed=1) != lexical_pairs(docs, lexical, seed=1, epoch=1)
+    assert all(len(p.documents) == 2 and p.margins[0] >= 0 and len(set(p.documents)) == 2 for p in pairs)
+    assert pairs == lexical_lists(docs, lexical, seed=1) != lexical_lists(docs, lexical, seed=1, epoch=1)
+    lists = lexical_lists(docs, lexical, negatives=4, seed=1)  # the best candidate, then 4 distinct others
+    for example in lists:
+        ranked = lexical.scores({"q": example.query})["q"]
+        assert example.scores[0] == pytest.approx(max(ranked.values()))
+        assert len(set(example.documents)) == 5 and min(example.margins) >= 0
+    texts = corpus.text_map()
+    assert any(texts[ex.doc_id] in ex.documents for ex in lists)  # the source is usually a candidate...
+    dropped = lexical_lists(docs, lexical, negatives=4, drop_source=True, seed=1)
+    assert dropped and all(texts[ex.doc_id] not in ex.documents for ex in dropped)  # ...unless dropped
+    with pytest.raises(ConfigError, match="lexical_negatives"):
+        PretrainConfig(dataset="x", out="y", tasks="lexical", lexical_negatives=30)
+    with pytest.raises(ConfigError, match="lexical_queries"):
+        PretrainConfig(dataset="x", out="y", tasks="lexical", lexical_queries="title,summary")
 
 
 def test_no_task_reads_queries_or_qrels(corpus_only: Path, tmp_path: Path, monkeypatch) -> None:

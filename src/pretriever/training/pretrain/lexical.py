@@ -9,15 +9,18 @@ the top ``depth`` of BM25 and of the starting model, and each candidate's teache
 
     cos(q, d) / temperature + weight * bm25(q, d) / max over the query's candidates of bm25
 
-(a candidate outside BM25's top ``depth`` counts 0). Each example pairs the teacher's best
-candidate with another drawn at random, and the student learns the teacher's score margin
-(margin-MSE, Hofstätter et al. 2020). The teacher is frozen: the starting model's vectors are
-computed once, at the document length the student trains with (so the student starts out agreeing
-with the teacher's dense part), and an epoch's examples are a pure function of (seed, epoch).
+(a candidate outside BM25's top ``depth`` counts 0). Each example holds the teacher's best
+candidate and ``negatives`` others drawn at random from the rest, and the student learns the
+teacher's score margins between the best and each other one (margin-MSE, Hofstätter et al. 2020;
+with several negatives a query teaches the order of its candidate list, not one pair). The teacher
+is frozen: the starting model's vectors are computed once, at the document length the student
+trains with (so the student starts out agreeing with the teacher's dense part), and an epoch's
+examples are a pure function of (seed, epoch).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,31 +29,63 @@ from typing import Any
 import numpy as np
 
 from pretriever.training.pretrain._text import Doc, rng_for, sentences
+from pretriever.training.pretrain.prop import STOPWORDS
 
 
 @dataclass(frozen=True)
-class ScoredPair:
-    """A pseudo-query, the teacher's best candidate and another one, and the teacher's margin."""
+class ScoredList:
+    """A pseudo-query, the teacher's best candidate then others, and the teacher's scores of each."""
 
     query: str
-    positive: str
-    negative: str
-    margin: float
+    documents: tuple[str, ...]
+    scores: tuple[float, ...]
     doc_id: str  # the document the query was drawn from
 
+    @property
+    def margins(self) -> tuple[float, ...]:
+        """The teacher's margin between its best candidate and each other one (all >= 0)."""
+        return tuple(self.scores[0] - s for s in self.scores[1:])
 
-def pseudo_queries(docs: Sequence[Doc], *, seed: int = 42, epoch: int = 0) -> dict[str, str]:
-    """Document id -> its title or one of its sentences (a coin flip; the sentence when it has no
-    title)."""
+
+QUERY_KINDS = ("title", "sentence", "keywords")
+_TOKEN = re.compile(r"[\w'\-]+|[^\w\s]")
+
+
+def keyword_spans(text: str) -> list[str]:
+    """Every run of 1-3 consecutive content words in ``text`` (no stop word, punctuation or
+    number inside), the shape of a keyword query such as "saturated fat" or "betel nuts"."""
+    spans, run = [], []
+    for token in [*_TOKEN.findall(text), "."]:
+        if token.isalpha() and token.lower() not in STOPWORDS and len(token) > 1:
+            run.append(token)
+            continue
+        spans += [" ".join(run[i : i + n]) for n in (1, 2, 3) for i in range(len(run) - n + 1)]
+        run = []
+    return spans
+
+
+def pseudo_queries(docs: Sequence[Doc], *, kinds: Sequence[str] = ("title", "sentence"), seed: int = 42,
+                   epoch: int = 0) -> dict[str, str]:
+    """Document id -> a pseudo-query of one of ``kinds``, drawn uniformly among those the document
+    has: its title, one of its sentences, or keywords (1-3 consecutive content words of the title,
+    else of the first sentence)."""
     rng = rng_for(seed, epoch, "lexical")
     out = {}
     for doc in docs:
         parts = sentences(doc.text)
         title = doc.title.strip()
-        if title and (not parts or rng.random() < 0.5):
+        keywords = keyword_spans(title or (parts[0] if parts else "")) if "keywords" in kinds else []
+        found = (("title", title), ("sentence", parts), ("keywords", keywords))
+        have = [kind for kind, ok in found if ok and kind in kinds]
+        if not have:
+            continue
+        kind = have[0] if len(have) == 1 else have[int(rng.random() * len(have))]
+        if kind == "title":
             out[doc.id] = title
-        elif parts:
+        elif kind == "sentence":
             out[doc.id] = parts[int(rng.integers(len(parts)))]
+        else:
+            out[doc.id] = keywords[int(rng.integers(len(keywords)))]
     return out
 
 
@@ -74,34 +109,47 @@ class LexicalTeacher:
         self.vectors = np.asarray(self.dense.vectors, dtype=np.float32)
         self.row = {d: i for i, d in enumerate(self.ids)}
 
-    def scores(self, queries: dict[str, str]) -> dict[str, dict[str, float]]:
-        """Query id -> candidate document id -> teacher score."""
+    def scores(self, queries: dict[str, str], exclude: dict[str, str] | None = None,
+               ) -> dict[str, dict[str, float]]:
+        """Query id -> candidate document id -> teacher score; ``exclude`` maps a query id to a
+        document left out of its candidates (and of its BM25 normalisation)."""
         qids = list(queries)
-        lexical = self.bm25.search(queries, k=self.depth)
+        exclude = exclude or {}
+        lexical = self.bm25.search(queries, k=self.depth + 1)
         qv = self.encoder.encode_queries([queries[q] for q in qids])
-        dense = self.dense.search_vectors(qids, qv, self.depth)
+        dense = self.dense.search_vectors(qids, qv, self.depth + 1)
         out = {}
         for i, qid in enumerate(qids):
-            bm = lexical.get(qid, {})
+            drop = exclude.get(qid)
+            bm = _top(lexical.get(qid, {}), drop, self.depth)
             best = max(bm.values(), default=0.0) or 1.0
-            cosines = dict(dense.get(qid, {}))
+            cosines = _top(dense.get(qid, {}), drop, self.depth)
             cosines.update({d: float(self.vectors[self.row[d]] @ qv[i]) for d in bm if d not in cosines})
             out[qid] = {d: cos / self.temperature + self.weight * bm.get(d, 0.0) / best
                         for d, cos in cosines.items()}
         return out
 
 
-def lexical_pairs(docs: Sequence[Doc], teacher: LexicalTeacher, *, seed: int = 42,
-                  epoch: int = 0) -> list[ScoredPair]:
-    """One example per document with a pseudo-query and at least two candidates."""
-    queries = pseudo_queries(docs, seed=seed, epoch=epoch)
-    scored = teacher.scores(queries)
+def _top(hits: dict[str, float], drop: str | None, k: int) -> dict[str, float]:
+    """The ``k`` best of ``hits`` other than ``drop``."""
+    return dict(sorted(((d, s) for d, s in hits.items() if d != drop), key=lambda kv: -kv[1])[:k])
+
+
+def lexical_lists(docs: Sequence[Doc], teacher: LexicalTeacher, *, negatives: int = 1,
+                  drop_source: bool = False, kinds: Sequence[str] = ("title", "sentence"), seed: int = 42,
+                  epoch: int = 0) -> list[ScoredList]:
+    """One example per document with a pseudo-query and at least ``1 + negatives`` candidates
+    (``drop_source``: not counting the document the pseudo-query was drawn from)."""
+    queries = pseudo_queries(docs, kinds=kinds, seed=seed, epoch=epoch)
+    scored = teacher.scores(queries, exclude={d: d for d in queries} if drop_source else None)
     rng = rng_for(seed, epoch, "lexical:pairs")
-    pairs = []
+    lists = []
     for doc_id, query in queries.items():
         ranked = sorted(scored.get(doc_id, {}).items(), key=lambda kv: (-kv[1], kv[0]))
-        if len(ranked) < 2:
+        if len(ranked) < 1 + negatives:
             continue
-        (best, top), (other, low) = ranked[0], ranked[1 + int(rng.integers(len(ranked) - 1))]
-        pairs.append(ScoredPair(query, teacher.texts[best], teacher.texts[other], top - low, doc_id))
-    return pairs
+        others = rng.choice(len(ranked) - 1, negatives, replace=False)
+        picked = [ranked[0]] + [ranked[1 + int(i)] for i in others]
+        lists.append(ScoredList(query, tuple(teacher.texts[d] for d, _ in picked),
+                                tuple(score for _, score in picked), doc_id))
+    return lists

@@ -22,6 +22,7 @@ from pretriever.errors import ConfigError, PretrieverError
 from pretriever.training.config import to_dict
 from pretriever.training.loop import LoopConfig, LoopResult, autocast_dtype, train_loop
 from pretriever.training.pretrain._text import Doc, rng_for
+from pretriever.training.pretrain.lexical import QUERY_KINDS
 
 TASKS = ("ict", "bfs", "cropping", "lexical", "prop", "retromae", "dupmae")
 CONTRASTIVE = ("ict", "bfs", "cropping")
@@ -30,7 +31,8 @@ NEEDS = {
     "ict": "ICT needs documents of at least two sentences within passage_words words",
     "bfs": "BFS needs documents with a title and a body, or at least two sentences",
     "cropping": "cropping needs documents of at least 8 words",
-    "lexical": "lexical needs documents with a title or a sentence, and two candidates for each",
+    "lexical": "lexical needs documents with a title or a sentence, and 1 + lexical_negatives candidates "
+               "for each",
     "prop": "PROP needs documents of at least 5 content words",
     "retromae": "RetroMAE needs non-empty documents",
     "dupmae": "DupMAE needs non-empty documents",
@@ -59,6 +61,9 @@ class PretrainConfig:
     crop_momentum: float = 0.999
     lexical_weight: float = 2.0
     lexical_depth: int = 30
+    lexical_negatives: int = 7
+    lexical_drop_source: bool = False
+    lexical_queries: str = "title,sentence"
     prop_mu: float = 100.0
     prop_mean_length: float = 3.0
     prop_mlm_weight: float = 1.0
@@ -91,14 +96,22 @@ class PretrainConfig:
                               f"and {self.crop_momentum}")
         if self.crop_queue and "cropping" not in tasks:
             raise ConfigError("crop_queue is a setting of the cropping task: add cropping to tasks")
-        if self.lexical_weight < 0 or self.lexical_depth < 2:
-            raise ConfigError(f"lexical_weight must be >= 0 and lexical_depth >= 2, got "
-                              f"{self.lexical_weight} and {self.lexical_depth}")
+        if self.lexical_weight < 0 or not 1 <= self.lexical_negatives < self.lexical_depth:
+            raise ConfigError(f"lexical_weight must be >= 0 and 1 <= lexical_negatives < lexical_depth, got "
+                              f"{self.lexical_weight}, {self.lexical_negatives} and {self.lexical_depth}")
+        kinds = self.lexical_query_kinds
+        if not kinds or set(kinds) - set(QUERY_KINDS):
+            raise ConfigError(f"lexical_queries must be a comma-separated subset of "
+                              f"{', '.join(QUERY_KINDS)}; got {self.lexical_queries!r}")
         if self.passage_words < 1:
             raise ConfigError(f"passage_words must be at least 1, got {self.passage_words}")
         for name in ("temperature", "prop_mu", "prop_mean_length"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+
+    @property
+    def lexical_query_kinds(self) -> tuple[str, ...]:
+        return tuple(k.strip().lower() for k in self.lexical_queries.split(",") if k.strip())
 
     @property
     def task_list(self) -> tuple[str, ...]:
@@ -139,9 +152,14 @@ def task_examples(task: str, docs: list[Doc], config: PretrainConfig, epoch: int
         return crop_pairs(docs, ratio_min=config.crop_ratio_min, ratio_max=config.crop_ratio_max,
                           seed=seed, epoch=epoch)
     if task == "lexical":
-        from pretriever.training.pretrain.lexical import lexical_pairs
+        from pretriever.training.pretrain.lexical import lexical_lists
 
-        return lexical_pairs(docs, teacher, seed=seed, epoch=epoch)
+        if config.max_examples is not None:  # score only the pseudo-queries that can be kept
+            keep = rng_for(seed, epoch, "lexical:docs").permutation(len(docs))[: config.max_examples]
+            docs = [docs[i] for i in sorted(keep)]
+        return lexical_lists(docs, teacher, negatives=config.lexical_negatives,
+                             drop_source=config.lexical_drop_source, kinds=config.lexical_query_kinds,
+                             seed=seed, epoch=epoch)
     if task == "prop":
         from pretriever.training.pretrain.prop import rop_examples
 
@@ -280,10 +298,10 @@ def pretrain(config: PretrainConfig, *, progress: bool = True, stop_after: int |
         if task == "lexical":
             q = embed(st, [prompts["query"] + ex.query for ex in examples], config.query_max_length,
                       normalize=normalize)
-            pair_texts = [prompts["document"] + t for ex in examples for t in (ex.positive, ex.negative)]
-            d = embed(st, pair_texts, config.max_length, normalize=normalize)
-            margins = torch.tensor([[ex.margin, 0.0] for ex in examples], device=q.device)
-            return margin_mse(q, d, margins, config.temperature)
+            d = embed(st, [prompts["document"] + t for ex in examples for t in ex.documents],
+                      config.max_length, normalize=normalize)
+            teacher_scores = torch.tensor([ex.scores for ex in examples], device=q.device)
+            return margin_mse(q, d, teacher_scores, config.temperature)
         if task == "prop":
             from pretriever.training.pretrain.prop import rop_loss
 

@@ -52,8 +52,9 @@ def main() -> None:
         tuned = encoder(path)
         if tuned.st.max_seq_length != length:
             tuned.st.max_seq_length = length
-            path = str(tuned.save(work / f"fine-tuned-{i}-{length}", overwrite=True))
-            print(f"{args.model} copied with the base's max length {length} -> {path}")
+            copy = str(tuned.save(work / f"fine-tuned-{i}-{length}", overwrite=True))
+            print(f"{path} copied with the base's max length {length} -> {copy}")
+            path = copy
         models.append(path)
     if len(models) > 1:
         models = [str(soup(models, work / "students", overwrite=True).folder)]

@@ -49,6 +49,7 @@ class ScoredList:
 
 
 QUERY_KINDS = ("title", "sentence", "keywords")
+DEFAULT_QUERY_KINDS = ("title", "sentence")
 _TOKEN = re.compile(r"[\w'\-]+|[^\w\s]")
 
 
@@ -65,7 +66,7 @@ def keyword_spans(text: str) -> list[str]:
     return spans
 
 
-def pseudo_queries(docs: Sequence[Doc], *, kinds: Sequence[str] = ("title", "sentence"), seed: int = 42,
+def pseudo_queries(docs: Sequence[Doc], *, kinds: Sequence[str] = DEFAULT_QUERY_KINDS, seed: int = 42,
                    epoch: int = 0) -> dict[str, str]:
     """Document id -> a pseudo-query of one of ``kinds``, drawn uniformly among those the document
     has: its title, one of its sentences, or keywords (1-3 consecutive content words of the title,
@@ -137,7 +138,7 @@ def _top(hits: dict[str, float], drop: str | None, k: int) -> dict[str, float]:
 
 
 def lexical_lists(docs: Sequence[Doc], teacher: LexicalTeacher, *, negatives: int = 1,
-                  drop_source: bool = False, kinds: Sequence[str] = ("title", "sentence"), seed: int = 42,
+                  drop_source: bool = False, kinds: Sequence[str] = DEFAULT_QUERY_KINDS, seed: int = 42,
                   epoch: int = 0) -> list[ScoredList]:
     """One example per document with a pseudo-query and at least ``1 + negatives`` candidates
     (``drop_source``: not counting the document the pseudo-query was drawn from)."""

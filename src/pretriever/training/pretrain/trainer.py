@@ -22,7 +22,7 @@ from pretriever.errors import ConfigError, PretrieverError
 from pretriever.training.config import to_dict
 from pretriever.training.loop import LoopConfig, LoopResult, autocast_dtype, train_loop
 from pretriever.training.pretrain._text import Doc, rng_for
-from pretriever.training.pretrain.lexical import QUERY_KINDS
+from pretriever.training.pretrain.lexical import DEFAULT_QUERY_KINDS, QUERY_KINDS
 
 TASKS = ("ict", "bfs", "cropping", "lexical", "prop", "retromae", "dupmae")
 CONTRASTIVE = ("ict", "bfs", "cropping")
@@ -63,7 +63,7 @@ class PretrainConfig:
     lexical_depth: int = 30
     lexical_negatives: int = 7
     lexical_drop_source: bool = False
-    lexical_queries: str = "title,sentence"
+    lexical_queries: str = ",".join(DEFAULT_QUERY_KINDS)
     prop_mu: float = 100.0
     prop_mean_length: float = 3.0
     prop_mlm_weight: float = 1.0

@@ -32,6 +32,7 @@ from pretriever.encoders.openvino import (
     OpenVINORunner,
     convert,
     pool,
+    pooling_mask,
     quantize_int8,
     tokenize,
 )
@@ -112,7 +113,8 @@ class _Dense:
         fast = []
         for i in range(0, len(texts), 32):
             features = tokenize(self.tokenizer, [self.prompt + t for t in texts[i : i + 32]], self.max_length)
-            fast.append(pool(runner(features), features["attention_mask"], self.pooling))
+            mask = pooling_mask(features, self.reference._pooling["token_weights"])
+            fast.append(pool(runner(features), mask, self.pooling))
         vectors = np.concatenate(fast)
         vectors /= np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
         cosines = (vectors * self.reference.encode_documents(texts)).sum(axis=1)

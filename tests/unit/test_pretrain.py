@@ -368,3 +368,25 @@ def test_cli_pretrain(corpus_only: Path, tmp_path: Path, capsys) -> None:
     assert main(["pretrain", "--dataset", str(corpus_only), "--tasks", "bfs", "--out", str(out)]) == 1
     assert "already exists" in capsys.readouterr().err
     assert main(["pretrain", "--dataset", str(corpus_only), "--tasks", "nope", "--out", str(out)]) == 2
+
+
+def test_idf_pooling_is_weighted_on_the_corpus_and_saved(corpus_only: Path, tmp_path: Path) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    from pretriever.data.dataset import load_dataset
+    from pretriever.encoders.dense import resolve_model
+    from pretriever.encoders.idf_pooling import idf_weights, token_weights
+
+    config = PretrainConfig(dataset=str(corpus_only), out=str(tmp_path / "idf"), tasks="lexical",
+                            batch_size=4, max_length=32, max_examples=8, idf_pooling=1.5,
+                            loop=LoopConfig(lr=1e-4, checkpoint_steps=100))
+    report = pretrain(config, progress=False)
+    st = SentenceTransformer(str(report.folder))
+    assert [type(m).__name__ for m in st] == ["Transformer", "WordWeights", "Pooling", "Normalize"]
+    expected = idf_weights(st.tokenizer, load_dataset(str(corpus_only)).corpus.contents(), power=1.5)
+    np.testing.assert_allclose(token_weights(st), expected)  # frozen: training left them as counted
+    manifest = json.loads((report.folder / "manifest.json").read_text())
+    assert manifest["provenance"]["pretraining"]["base"] == resolve_model("minilm")
+    assert manifest["params"]["token_weights_sha256"]
+    with pytest.raises(ConfigError, match="idf_pooling must be 0"):
+        PretrainConfig(dataset="x", out="y", idf_pooling=-1)

@@ -51,7 +51,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                         "in-batch negatives only)")
     parser.add_argument("--lexical-weight", type=float, help="lexical: BM25's weight in the teacher, in "
                         "units of 1/temperature of cosine (default 2: BM25's best candidate gains 0.1 "
-                        "cosine; 5 cost 0.021 nDCG@10 on SciFact)")
+                        "cosine; 5 cost 0.025 nDCG@10 on SciFact)")
     parser.add_argument("--lexical-negatives", type=int, help="lexical: candidates scored against the "
                         "teacher's best one per pseudo-query (default 7: on SciFact, 1,024 examples "
                         "of 7 gained 0.009 nDCG@10, 2,048 pairs 0.004)")
@@ -60,6 +60,13 @@ def register(commands: argparse._SubParsersAction) -> None:
                         "candidates")
     parser.add_argument("--lexical-queries", help="lexical: pseudo-query kinds, comma-separated among title, "
                         "sentence, keywords (1-3 content words of the title; default title,sentence)")
+    parser.add_argument("--idf-pooling", type=float, nargs="?", const=1.0, metavar="POWER",
+                        help="weigh each token of the mean pooling by its IDF in this corpus (divided by "
+                        "the mean IDF, to POWER, default 1), so rare terms count more, for the teacher and "
+                        "the trained model alike; the weights are saved in the model folder "
+                        "(sentence-transformers' WordWeights). Default: off. With lexical at power 0.5, "
+                        "nDCG@10 over the off-the-shelf model went from +0.006 to +0.009 on NFCorpus "
+                        "(keyword queries) and from +0.017 to +0.001 on SciFact (claims)")
     parser.add_argument("--precision", choices=["auto", "float32", "bfloat16"],
                         help="training precision (default auto: bf16 autocast where native)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
@@ -76,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         crop_queue=args.crop_queue, lexical_weight=args.lexical_weight,
         lexical_negatives=args.lexical_negatives,
         lexical_drop_source=args.lexical_drop_source,
-        lexical_queries=args.lexical_queries, precision=args.precision,
+        lexical_queries=args.lexical_queries, idf_pooling=args.idf_pooling, precision=args.precision,
         **{"loop.epochs": args.epochs, "loop.lr": args.lr, "loop.seed": args.seed},
     )
     report = pretrain(config, progress=show_progress(), overwrite=args.overwrite, log=info)

@@ -9,6 +9,7 @@ that pins all of it in every index manifest.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -26,7 +27,7 @@ from pretriever.errors import ConfigError, DataNotFoundError, MissingDependencyE
 FORMAT_VERSION = 1
 # what makes two encoders produce comparable vectors (backend and precision only add noise)
 IDENTITY_KEYS = ("weights_sha256", "prompts", "max_length", "pooling", "include_prompt",
-                 "normalize", "similarity", "dim")
+                 "token_weights_sha256", "normalize", "similarity", "dim")
 BUNDLED_ALIASES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
 
 
@@ -155,9 +156,14 @@ class DenseEncoder:
 
     @cached_property
     def _pooling(self) -> dict[str, Any]:
+        from pretriever.encoders.idf_pooling import token_weights
+
         pooling = next((m for m in self.st if type(m).__name__ == "Pooling"), None)
         config = pooling.get_config_dict() if pooling is not None else {}
-        return {"mode": config.get("pooling_mode"), "include_prompt": config.get("include_prompt", True)}
+        weights = token_weights(self.st)
+        digest = None if weights is None else hashlib.sha256(weights.tobytes()).hexdigest()
+        return {"mode": config.get("pooling_mode"), "include_prompt": config.get("include_prompt", True),
+                "token_weights": weights, "token_weights_sha256": digest}
 
     @property
     def prompts(self) -> dict[str, str]:
@@ -194,6 +200,7 @@ class DenseEncoder:
             "max_length": int(self.st.max_seq_length),
             "pooling": self._pooling["mode"],
             "include_prompt": self._pooling["include_prompt"],
+            "token_weights_sha256": self._pooling["token_weights_sha256"],
             "normalize": self.normalize,
             "similarity": "cosine" if self.normalize else str(self.st.similarity_fn_name),
             "dim": self.dim,
@@ -224,12 +231,13 @@ class DenseEncoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         backend, precision = self.resolved
         if backend == "openvino":
-            from pretriever.encoders.openvino import pool, tokenize
+            from pretriever.encoders.openvino import pool, pooling_mask, tokenize
 
             if prompt and not self._pooling["include_prompt"]:
                 raise ConfigError("a model whose pooling excludes the prompt needs backend='torch'")
             features = tokenize(self.st, [prompt + t for t in texts], int(self.st.max_seq_length))
-            vectors = pool(self._runner(features), features["attention_mask"], self._pooling["mode"])
+            vectors = pool(self._runner(features), pooling_mask(features, self._pooling["token_weights"]),
+                           self._pooling["mode"])
         else:
             vectors = self._torch_model.encode(
                 list(texts), prompt=prompt or None, batch_size=len(texts), show_progress_bar=False,

@@ -71,6 +71,13 @@ def tokenize(model: Any, texts: Sequence[str], max_length: int,
     return {k: np.asarray(v, dtype=np.int64) for k, v in features.items()}
 
 
+def pooling_mask(features: dict[str, np.ndarray], token_weights: np.ndarray | None) -> np.ndarray:
+    """What mean pooling weighs the token vectors by: the attention mask, times each token's weight
+    where the model weighs tokens (IDF pooling, sentence-transformers' WordWeights)."""
+    mask = features["attention_mask"]
+    return mask if token_weights is None else mask * token_weights[features["input_ids"]]
+
+
 def pool(hidden: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
     """Sentence vectors from token vectors, as sentence-transformers' Pooling module computes them."""
     hidden = hidden.astype(np.float32, copy=False)

@@ -64,6 +64,7 @@ class PretrainConfig:
     lexical_negatives: int = 7
     lexical_drop_source: bool = False
     lexical_queries: str = ",".join(DEFAULT_QUERY_KINDS)
+    idf_pooling: float = 0.0  # 0: the base's mean pooling; p > 0: tokens weighted by (IDF / mean)^p
     prop_mu: float = 100.0
     prop_mean_length: float = 3.0
     prop_mlm_weight: float = 1.0
@@ -103,6 +104,8 @@ class PretrainConfig:
         if not kinds or set(kinds) - set(QUERY_KINDS):
             raise ConfigError(f"lexical_queries must be a comma-separated subset of "
                               f"{', '.join(QUERY_KINDS)}; got {self.lexical_queries!r}")
+        if self.idf_pooling < 0:
+            raise ConfigError(f"idf_pooling must be 0 (off) or a positive power, got {self.idf_pooling}")
         if self.passage_words < 1:
             raise ConfigError(f"passage_words must be at least 1, got {self.passage_words}")
         for name in ("temperature", "prop_mu", "prop_mean_length"):
@@ -177,7 +180,7 @@ def pretrain(config: PretrainConfig, *, progress: bool = True, stop_after: int |
     """
     import torch
 
-    from pretriever.encoders.dense import DenseEncoder
+    from pretriever.encoders.dense import DenseEncoder, resolve_model
     from pretriever.training.embedding import embed
     from pretriever.training.objectives.infonce import infonce
     from pretriever.training.objectives.margin_mse import margin_mse
@@ -191,6 +194,13 @@ def pretrain(config: PretrainConfig, *, progress: bool = True, stop_after: int |
     corpus = dataset.corpus  # the only file read: no queries, no qrels
     docs = corpus_docs(corpus)
     tasks = config.task_list
+    base = config.base
+    if config.idf_pooling:  # teacher and student both start from the IDF-pooled base
+        from pretriever.encoders.idf_pooling import add_idf_pooling
+
+        weighted = DenseEncoder(config.base, backend="torch", precision="float32", device=config.device)
+        add_idf_pooling(weighted.st, corpus.contents(), power=config.idf_pooling)
+        base = str(weighted.save(work_dir / "idf-base", overwrite=True))
     lm = None
     if "prop" in tasks:
         from pretriever.training.pretrain.prop import CollectionLM
@@ -200,7 +210,7 @@ def pretrain(config: PretrainConfig, *, progress: bool = True, stop_after: int |
     if "lexical" in tasks:
         from pretriever.training.pretrain.lexical import LexicalTeacher
 
-        teacher = LexicalTeacher(corpus, config.base, weight=config.lexical_weight,
+        teacher = LexicalTeacher(corpus, base, weight=config.lexical_weight,
                                  temperature=config.temperature, depth=config.lexical_depth,
                                  max_length=config.max_length, work_dir=work_dir / "teacher",
                                  progress=progress)
@@ -234,7 +244,7 @@ def pretrain(config: PretrainConfig, *, progress: bool = True, stop_after: int |
         return cache[epoch]
 
     torch.manual_seed(config.loop.seed)
-    encoder = DenseEncoder(config.base, backend="torch", precision="float32", device=config.device)
+    encoder = DenseEncoder(base, backend="torch", precision="float32", device=config.device)
     st = encoder.st
     device = str(st.device)
     prompts, normalize = encoder.prompts, encoder.normalize
@@ -336,7 +346,7 @@ def pretrain(config: PretrainConfig, *, progress: bool = True, stop_after: int |
         return report
     provenance = {"pretraining": {
         "config": to_dict(config), "tasks": list(tasks), "dataset": dataset.name,
-        "corpus_sha256": corpus.sha256, "documents": len(docs), "base": encoder.source,
+        "corpus_sha256": corpus.sha256, "documents": len(docs), "base": resolve_model(config.base),
         "examples_per_epoch": dict(counts), "steps": result.steps, "losses": result.losses,
         "examples_per_second": result.examples_per_second, "seconds": result.seconds,
     }}

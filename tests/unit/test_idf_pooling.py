@@ -55,6 +55,8 @@ def test_idf_pooled_folder_loads_in_sentence_transformers_and_openvino(minilm, t
     texts = ["betel nut chewing", "the cat sat on the mat"]
 
     torch_path = DenseEncoder(folder, backend="torch", precision="float32")
+    weighting = torch_path.st[1].emb_layer.weight
+    assert not weighting.requires_grad  # trained values would be lost: WordWeights reloads its config
     vectors = torch_path.encode_documents(texts)
     plain = SentenceTransformer(str(folder)).encode(texts, normalize_embeddings=True)
     np.testing.assert_allclose(vectors, plain, atol=1e-6)

@@ -109,6 +109,8 @@ class DenseEncoder:
             from sentence_transformers import SentenceTransformer
         except ImportError:
             raise MissingDependencyError("sentence-transformers", feature="dense retrieval") from None
+        from pretriever.encoders.idf_pooling import freeze_token_weights
+
         source = resolve_model(self.model)
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
@@ -122,6 +124,7 @@ class DenseEncoder:
             ) from None
         if self.max_length is not None:
             model.max_seq_length = self.max_length
+        freeze_token_weights(model)  # IDF pooling: corpus statistics that a save would not keep
         model.eval()
         return model
 

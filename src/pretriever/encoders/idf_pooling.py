@@ -8,8 +8,9 @@ on the user's own corpus (no labels), per WordPiece token, and the weight is BM2
 its mean over the corpus' tokens (a typical token keeps weight 1), raised to a power that sets how
 far rare terms stand out; special tokens keep 1, tokens the corpus never uses take the largest
 weight. The weighting is sentence-transformers' own ``WordWeights`` module, placed before the
-model's mean ``Pooling``: the folder loads in plain ``SentenceTransformer(path)``. Pre-training
-keeps the weights frozen (statistics of the corpus, not parameters).
+model's mean ``Pooling``: the folder loads in plain ``SentenceTransformer(path)``. The weights
+stay frozen (statistics of the corpus, not parameters); they must, since ``WordWeights`` saves them
+in its config and rebuilds them from it on load, so a trained value would be lost on reload.
 """
 
 from __future__ import annotations
@@ -64,11 +65,18 @@ def add_idf_pooling(st: Any, texts: Sequence[str], *, power: float = 1.0) -> Any
         raise ConfigError(f"the tokenizer's vocabulary has gaps ({len(vocab)} tokens, ids up to "
                           f"{len(weights) - 1}); IDF pooling needs contiguous ids")
     module = WordWeights(vocab, dict(zip(vocab, weights.tolist(), strict=True)), unknown_word_weight=1.0)
-    module.emb_layer.weight.requires_grad_(False)
     module.to(st.device)
     modules.insert(at, module)
     st._modules = OrderedDict((str(i), m) for i, m in enumerate(modules))
+    freeze_token_weights(st)
     return st
+
+
+def freeze_token_weights(st: Any) -> None:
+    """Keep every trainer off ``st``'s token weights (see the module docstring)."""
+    for module in st:
+        if type(module).__name__ == "WordWeights":
+            module.emb_layer.weight.requires_grad_(False)
 
 
 def token_weights(st: Any) -> np.ndarray | None:

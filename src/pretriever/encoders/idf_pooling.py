@@ -74,14 +74,18 @@ def add_idf_pooling(st: Any, texts: Sequence[str], *, power: float = 1.0) -> Any
 
 def freeze_token_weights(st: Any) -> None:
     """Keep every trainer off ``st``'s token weights (see the module docstring)."""
-    for module in st:
-        if type(module).__name__ == "WordWeights":
-            module.emb_layer.weight.requires_grad_(False)
+    module = _word_weights(st)
+    if module is not None:
+        module.emb_layer.weight.requires_grad_(False)
 
 
 def token_weights(st: Any) -> np.ndarray | None:
     """The IDF pooling weights of ``st`` (one per vocabulary id), or None when it pools plainly."""
+    module = _word_weights(st)
+    return None if module is None else module.emb_layer.weight.detach().float().cpu().numpy()[:, 0]
+
+
+def _word_weights(st: Any) -> Any:
     from sentence_transformers.sentence_transformer.modules import WordWeights
 
-    module = next((m for m in st if isinstance(m, WordWeights)), None)
-    return None if module is None else module.emb_layer.weight.detach().float().cpu().numpy()[:, 0]
+    return next((m for m in st if isinstance(m, WordWeights)), None)

@@ -31,7 +31,7 @@ def main() -> None:
 
     from pretriever.data import load_dataset
     from pretriever.encoders.dense import DenseEncoder
-    from pretriever.encoders.idf_pooling import add_idf_pooling
+    from pretriever.encoders.idf_pooling import save_idf_pooled
     from pretriever.evaluation import compare, evaluate
     from pretriever.indexes.dense import FlatIndex
 
@@ -44,9 +44,8 @@ def main() -> None:
             for power in [0.0, *(float(p) for p in args.powers.split(","))]:
                 model: str | Path = "minilm"
                 if power:
-                    weighted = DenseEncoder("minilm", backend="torch", precision="float32")
-                    add_idf_pooling(weighted.st, dataset.corpus.contents(), power=power)
-                    model = weighted.save(Path(tmp) / f"{name}-{power}")
+                    model = save_idf_pooled(model, dataset.corpus.contents(), Path(tmp) / f"{name}-{power}",
+                                            power=power)
                 work = Path(tmp) / f"encode-{name}-{power}"
                 index = FlatIndex(DenseEncoder(model), progress=False, work_dir=work).build(dataset.corpus)
                 runs[power] = tuple(

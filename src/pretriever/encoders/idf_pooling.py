@@ -16,6 +16,7 @@ in its config and rebuilds them from it on load, so a trained value would be los
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,7 +38,7 @@ def idf_weights(tokenizer: Any, texts: Sequence[str], *, power: float = 1.0, chu
             df[np.unique(np.asarray(seq, dtype=np.int64))] += 1
     n = len(texts)
     present = df > 0
-    if n == 0 or not present.any():
+    if not present.any():
         raise ConfigError("IDF pooling needs a corpus with text in it; this one has none")
     idf = np.log((n - df + 0.5) / (df + 0.5) + 1.0)
     weights = (idf / idf[present].mean()) ** power
@@ -70,6 +71,17 @@ def add_idf_pooling(st: Any, texts: Sequence[str], *, power: float = 1.0) -> Any
     st._modules = OrderedDict((str(i), m) for i, m in enumerate(modules))
     freeze_token_weights(st)
     return st
+
+
+def save_idf_pooled(model: str | Path, texts: Sequence[str], out: str | Path, *, power: float = 1.0,
+                    device: str | None = None) -> Path:
+    """Save ``model`` with its mean pooling weighted by the IDF of ``texts`` to ``out`` (replaced if
+    it exists): the starting point of ``pretrain --idf-pooling``."""
+    from pretriever.encoders.dense import DenseEncoder
+
+    encoder = DenseEncoder(model, backend="torch", precision="float32", device=device)
+    add_idf_pooling(encoder.st, texts, power=power)
+    return encoder.save(out, overwrite=True)
 
 
 def freeze_token_weights(st: Any) -> None:

@@ -196,11 +196,10 @@ def pretrain(config: PretrainConfig, *, progress: bool = True, stop_after: int |
     tasks = config.task_list
     base = config.base
     if config.idf_pooling:  # teacher and student both start from the IDF-pooled base
-        from pretriever.encoders.idf_pooling import add_idf_pooling
+        from pretriever.encoders.idf_pooling import save_idf_pooled
 
-        weighted = DenseEncoder(config.base, backend="torch", precision="float32", device=config.device)
-        add_idf_pooling(weighted.st, corpus.contents(), power=config.idf_pooling)
-        base = str(weighted.save(work_dir / "idf-base", overwrite=True))
+        base = str(save_idf_pooled(config.base, corpus.contents(), work_dir / "idf-base",
+                                   power=config.idf_pooling, device=config.device))
     lm = None
     if "prop" in tasks:
         from pretriever.training.pretrain.prop import CollectionLM

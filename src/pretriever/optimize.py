@@ -24,6 +24,7 @@ from pretriever._io import atomic_dir
 from pretriever._manifest import write_manifest
 from pretriever.data.corpus import Corpus
 from pretriever.encoders.dense import DenseEncoder, bundled_model_path, resolve_model
+from pretriever.encoders.idf_pooling import token_weights
 from pretriever.encoders.openvino import (
     OV_DIR,
     OV_FORMAT_VERSION,
@@ -102,6 +103,7 @@ class _Dense:
         if spec["normalize"] is not True:
             raise ConfigError("only cosine-similarity models can be optimised and checked (for now)")
         self.pooling, self.prompt = spec["pooling"], spec["prompts"]["document"]
+        self.token_weights = token_weights(self.st)  # IDF pooling: the int8 check weighs tokens too
         self.max_length = int(self.st.max_seq_length)
         self.module, self.tokenizer, self.base_sha256 = self.st[0].auto_model, self.st.tokenizer, \
             spec["weights_sha256"]
@@ -113,8 +115,7 @@ class _Dense:
         fast = []
         for i in range(0, len(texts), 32):
             features = tokenize(self.tokenizer, [self.prompt + t for t in texts[i : i + 32]], self.max_length)
-            mask = pooling_mask(features, self.reference._pooling["token_weights"])
-            fast.append(pool(runner(features), mask, self.pooling))
+            fast.append(pool(runner(features), pooling_mask(features, self.token_weights), self.pooling))
         vectors = np.concatenate(fast)
         vectors /= np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
         cosines = (vectors * self.reference.encode_documents(texts)).sum(axis=1)

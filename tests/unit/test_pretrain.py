@@ -390,3 +390,32 @@ def test_idf_pooling_is_weighted_on_the_corpus_and_saved(corpus_only: Path, tmp_
     assert manifest["params"]["token_weights_sha256"]
     with pytest.raises(ConfigError, match="idf_pooling must be 0"):
         PretrainConfig(dataset="x", out="y", idf_pooling=-1)
+
+
+def test_lexical_teacher_is_the_start_or_the_base_at_its_own_length(corpus_only: Path, tmp_path: Path,
+                                                                     monkeypatch) -> None:
+    from pretriever.training.pretrain import lexical
+
+    seen: list[tuple[str, int | None]] = []
+
+    class Stop(Exception):
+        pass
+
+    def capture(corpus, base, **kwargs):  # record the teacher's model, then stop before training
+        seen.append((base, kwargs["max_length"]))
+        raise Stop
+
+    monkeypatch.setattr(lexical, "LexicalTeacher", capture)
+    common = dict(dataset=str(corpus_only), tasks="lexical", batch_size=4, max_length=32, idf_pooling=1.0)
+    for teacher, length in (("start", None), ("base", 48)):
+        config = PretrainConfig(out=str(tmp_path / teacher), lexical_teacher=teacher,
+                                lexical_teacher_length=length, **common)
+        with pytest.raises(Stop):
+            pretrain(config, progress=False)
+    (start, start_length), (base, base_length) = seen
+    assert Path(start).name == "idf-base" and start_length == 32  # the IDF-pooled start, student's length
+    assert base == "minilm" and base_length == 48
+    with pytest.raises(ConfigError, match="lexical_teacher must be start"):
+        PretrainConfig(dataset="x", out="y", lexical_teacher="student")
+    with pytest.raises(ConfigError, match="lexical_teacher_length must be positive"):
+        PretrainConfig(dataset="x", out="y", lexical_teacher_length=0)

@@ -60,13 +60,19 @@ def register(commands: argparse._SubParsersAction) -> None:
                         "candidates")
     parser.add_argument("--lexical-queries", help="lexical: pseudo-query kinds, comma-separated among title, "
                         "sentence, keywords (1-3 content words of the title; default title,sentence)")
+    parser.add_argument("--lexical-teacher", choices=["start", "base"],
+                        help="lexical: the teacher's dense part: start (default: the model training starts "
+                        "from, IDF-pooled with --idf-pooling) or base (the --base model as given)")
+    parser.add_argument("--lexical-teacher-length", type=int, metavar="N",
+                        help="lexical: document tokens the teacher's dense part reads (default: "
+                        "--max-length, so that the student starts out agreeing with it)")
     parser.add_argument("--idf-pooling", type=float, nargs="?", const=1.0, metavar="POWER",
                         help="weigh each token of the mean pooling by its IDF in this corpus (divided by "
-                        "the mean IDF, to POWER, default 1), so rare terms count more, for the teacher and "
-                        "the trained model alike; the weights are saved in the model folder "
-                        "(sentence-transformers' WordWeights). Default: off. With lexical at power 0.5, "
-                        "nDCG@10 over the off-the-shelf model went from +0.006 to +0.009 on NFCorpus "
-                        "(keyword queries) and from +0.017 to +0.001 on SciFact (claims)")
+                        "the mean IDF, to POWER, default 1), so rare terms count more, in the trained model "
+                        "and (unless --lexical-teacher base) in the teacher; the weights are saved in the "
+                        "model folder (sentence-transformers' WordWeights). Default: off. With lexical at "
+                        "power 0.5, nDCG@10 over the off-the-shelf model went from +0.006 to +0.009 on "
+                        "NFCorpus (keyword queries) and from +0.017 to +0.001 on SciFact (claims)")
     parser.add_argument("--precision", choices=["auto", "float32", "bfloat16"],
                         help="training precision (default auto: bf16 autocast where native)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
@@ -83,7 +89,9 @@ def run(args: argparse.Namespace) -> int:
         crop_queue=args.crop_queue, lexical_weight=args.lexical_weight,
         lexical_negatives=args.lexical_negatives,
         lexical_drop_source=args.lexical_drop_source,
-        lexical_queries=args.lexical_queries, idf_pooling=args.idf_pooling, precision=args.precision,
+        lexical_queries=args.lexical_queries, lexical_teacher=args.lexical_teacher,
+        lexical_teacher_length=args.lexical_teacher_length, idf_pooling=args.idf_pooling,
+        precision=args.precision,
         **{"loop.epochs": args.epochs, "loop.lr": args.lr, "loop.seed": args.seed},
     )
     report = pretrain(config, progress=show_progress(), overwrite=args.overwrite, log=info)

@@ -64,6 +64,8 @@ class PretrainConfig:
     lexical_negatives: int = 7
     lexical_drop_source: bool = False
     lexical_queries: str = ",".join(DEFAULT_QUERY_KINDS)
+    lexical_teacher: str = "start"  # the teacher's dense part: "start" (the student's start) or "base"
+    lexical_teacher_length: int | None = None  # its document tokens (None: max_length)
     idf_pooling: float = 0.0  # 0: the base's mean pooling; p > 0: tokens weighted by (IDF / mean)^p
     prop_mu: float = 100.0
     prop_mean_length: float = 3.0
@@ -104,6 +106,11 @@ class PretrainConfig:
         if not kinds or set(kinds) - set(QUERY_KINDS):
             raise ConfigError(f"lexical_queries must be a comma-separated subset of "
                               f"{', '.join(QUERY_KINDS)}; got {self.lexical_queries!r}")
+        if self.lexical_teacher not in ("start", "base"):
+            raise ConfigError(f"lexical_teacher must be start (the model training starts from) or base "
+                              f"(the base as given, without IDF pooling), got {self.lexical_teacher!r}")
+        if self.lexical_teacher_length is not None and self.lexical_teacher_length < 1:
+            raise ConfigError(f"lexical_teacher_length must be positive, got {self.lexical_teacher_length}")
         if self.idf_pooling < 0:
             raise ConfigError(f"idf_pooling must be 0 (off) or a positive power, got {self.idf_pooling}")
         if self.passage_words < 1:
@@ -209,10 +216,11 @@ def pretrain(config: PretrainConfig, *, progress: bool = True, stop_after: int |
     if "lexical" in tasks:
         from pretriever.training.pretrain.lexical import LexicalTeacher
 
-        teacher = LexicalTeacher(corpus, base, weight=config.lexical_weight,
-                                 temperature=config.temperature, depth=config.lexical_depth,
-                                 max_length=config.max_length, work_dir=work_dir / "teacher",
-                                 progress=progress)
+        teacher = LexicalTeacher(corpus, base if config.lexical_teacher == "start" else config.base,
+                                 weight=config.lexical_weight, temperature=config.temperature,
+                                 depth=config.lexical_depth,
+                                 max_length=config.lexical_teacher_length or config.max_length,
+                                 work_dir=work_dir / "teacher", progress=progress)
 
     cache: dict[int, list[tuple[str, list[Any], int]]] = {}
     counts: dict[str, int] = {}

@@ -13,7 +13,7 @@ model on the datasets' selection splits is the largest: chosen without looking a
 nDCG@10 and Recall@100 are reported for every setting, with a paired randomization test, and the
 per-query scores are written to --json for later tests.
 
-    python benchmarks/pretrain_sweep.py --settings benchmarks/sweeps/lexical.json --json sweep.json
+    python benchmarks/pretrain_sweep.py --settings benchmarks/sweeps/lexical-idf.json --json sweep.json
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ LIBS = ("torch", "sentence-transformers", "transformers")
 METRICS = ["nDCG@10", "Recall@100"]
 
 
-def scores(dataset: Any, model: str, splits: list[str], device: str | None) -> dict[str, Any]:
+def scores(dataset: Any, model: str, splits: list[str], device: str) -> dict[str, Any]:
     """Per-query nDCG@10 / Recall@100 of ``model`` on each split (one corpus encoding, fp32)."""
     from pretriever.encoders.dense import DenseEncoder
     from pretriever.evaluation.measures import evaluate
@@ -51,7 +51,7 @@ def scores(dataset: Any, model: str, splits: list[str], device: str | None) -> d
         return out
 
 
-def run_setting(setting: dict[str, Any], dataset: str, base: str, work: Path, device: str | None,
+def run_setting(setting: dict[str, Any], dataset: str, base: str, work: Path, device: str,
                 ) -> tuple[str, dict[str, Any]]:
     """Pre-train one setting on ``dataset`` (or soup earlier ones); (model folder, what was measured)."""
     from pretriever.training.config import build_config
@@ -104,16 +104,15 @@ def main() -> None:
 
 
 def sweep(args: argparse.Namespace) -> dict[str, Any]:
-    import torch
-
     from pretriever.data.dataset import load_dataset
+    from pretriever.encoders.backends import torch_device
 
     settings = json.loads(Path(args.settings).read_text(encoding="utf-8"))
     names = [s["name"] for s in settings]
     if len(set(names)) != len(names) or "off-the-shelf" in names:
         raise SystemExit(f"{args.settings}: setting names must be unique, and not off-the-shelf")
     souped = {name for s in settings for name in s.get("soup_of", ())}
-    device = args.device or ("cuda" if torch.cuda.is_available() else None)
+    device = torch_device(args.device)
     work = Path(args.work or tempfile.mkdtemp(prefix="sweep-"))
     results: dict[str, Any] = {"settings": settings, "settings_file": args.settings,
                                "device": _device_name(device), "machine": machine_line(LIBS),
@@ -152,10 +151,10 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
-def _device_name(device: str | None) -> str:
+def _device_name(device: str) -> str:
     import torch
 
-    if device and device.startswith("cuda"):
+    if device.startswith("cuda"):
         return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
     return f"CPU (torch {torch.__version__})"
 

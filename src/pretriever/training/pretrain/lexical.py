@@ -14,9 +14,10 @@ the top ``depth`` of BM25 and of the starting model, and each candidate's teache
 candidate and ``negatives`` others drawn at random from the rest, and the student learns the
 teacher's score margins between the best and each other one (margin-MSE, Hofstätter et al. 2020;
 with several negatives a query teaches the order of its candidate list, not one pair). The teacher
-is frozen: the starting model's vectors are computed once, at the document length the student
-trains with (so the student starts out agreeing with the teacher's dense part), and an epoch's
-examples are a pure function of (seed, epoch).
+is frozen: the starting model's vectors are computed once, by default at the document length the
+student trains with (so the student starts out agreeing with the teacher's dense part; the
+trainer's ``lexical_teacher`` and ``lexical_teacher_length`` choose another model or length), and
+an epoch's examples are a pure function of (seed, epoch).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ import sys
 import tempfile
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
@@ -77,3 +78,17 @@ def append_results(section: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def split_evaluations(dataset: Any, encoder: Any, splits: list[str], metrics: list[str],
+                      name: str = "run") -> list[Any]:
+    """The ``Evaluation`` of ``encoder`` (dense, top 100) on each of ``splits``, from one encoding of
+    the corpus (``dev_scorer`` refuses the test split by design, and would encode once per split)."""
+    from pretriever.evaluation.measures import evaluate
+    from pretriever.indexes.dense import FlatIndex
+
+    with tempfile.TemporaryDirectory(prefix="bench-index-") as work:
+        index = FlatIndex(encoder, progress=False, work_dir=work).build(dataset.corpus)
+        return [evaluate(dataset.qrels(split), index.search(dataset.split_queries(split), k=100), metrics,
+                         name=f"{name}-{split}")
+                for split in splits]

@@ -16,7 +16,7 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from _common import append_results, machine_line
+from _common import append_results, machine_line, split_evaluations
 
 SELECTION = {"scifact": "train"}  # SciFact has no dev split
 
@@ -32,8 +32,7 @@ def main() -> None:
     from pretriever.data import load_dataset
     from pretriever.encoders.dense import DenseEncoder
     from pretriever.encoders.idf_pooling import save_idf_pooled
-    from pretriever.evaluation import compare, evaluate
-    from pretriever.indexes.dense import FlatIndex
+    from pretriever.evaluation import compare
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="idf-pooling-") as tmp:
@@ -46,12 +45,8 @@ def main() -> None:
                 if power:
                     model = save_idf_pooled(model, dataset.corpus.contents(), Path(tmp) / f"{name}-{power}",
                                             power=power)
-                work = Path(tmp) / f"encode-{name}-{power}"
-                index = FlatIndex(DenseEncoder(model), progress=False, work_dir=work).build(dataset.corpus)
-                runs[power] = tuple(
-                    evaluate(dataset.qrels(split), index.search(dataset.split_queries(split), k=100),
-                             ["nDCG@10"], name=f"{name}-{power}-{split}")
-                    for split in (selection, "test"))
+                runs[power] = tuple(split_evaluations(dataset, DenseEncoder(model), [selection, "test"],
+                                                      ["nDCG@10"], name=f"{name}-{power}"))
                 print(name, power, [round(e.metrics["nDCG@10"], 4) for e in runs[power]], flush=True)
             for power, (sel, test) in runs.items():
                 cmp = compare([runs[0.0][1], test], "nDCG@10")[0] if power else None

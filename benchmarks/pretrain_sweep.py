@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from _common import append_results, machine_line
+from _common import append_results, machine_line, split_evaluations
 
 LIBS = ("torch", "sentence-transformers", "transformers")
 METRICS = ["nDCG@10", "Recall@100"]
@@ -37,18 +37,10 @@ METRICS = ["nDCG@10", "Recall@100"]
 def scores(dataset: Any, model: str, splits: list[str], device: str) -> dict[str, Any]:
     """Per-query nDCG@10 / Recall@100 of ``model`` on each split (one corpus encoding, fp32)."""
     from pretriever.encoders.dense import DenseEncoder
-    from pretriever.evaluation.measures import evaluate
-    from pretriever.indexes.dense import FlatIndex
 
     encoder = DenseEncoder(model, backend="torch", precision="float32", device=device)
-    with tempfile.TemporaryDirectory(prefix="sweep-index-") as work:
-        index = FlatIndex(encoder, progress=False, work_dir=work).build(dataset.corpus)
-        out = {}
-        for split in splits:
-            hits = index.search(dataset.split_queries(split), k=100)
-            result = evaluate(dataset.qrels(split), hits, METRICS)
-            out[split] = {"metrics": result.metrics, "per_query": result.per_query}
-        return out
+    return {split: {"metrics": result.metrics, "per_query": result.per_query}
+            for split, result in zip(splits, split_evaluations(dataset, encoder, splits, METRICS))}
 
 
 def run_setting(setting: dict[str, Any], dataset: str, base: str, work: Path, device: str,

@@ -19,7 +19,8 @@ from __future__ import annotations
 import argparse
 import tempfile
 from pathlib import Path
-from typing import Any
+
+from _common import split_evaluations
 
 
 def main() -> None:
@@ -64,20 +65,9 @@ def main() -> None:
     for alpha in (float(a) for a in args.alphas.split(",")):
         mixed.st.load_state_dict({k: start[k] + alpha * d for k, d in direction.items()}, strict=False)
         mixed.__dict__.pop("_weights_sha256", None)  # weights change between alphas
-        dev, test = _dev_and_test(dataset, mixed, args.dev_split)
+        dev, test = (e.metrics["nDCG@10"] for e in
+                     split_evaluations(dataset, mixed, [args.dev_split, "test"], ["nDCG@10"]))
         print(f"a = {alpha}: {args.dev_split} nDCG@10 {dev:.4f}, test nDCG@10 {test:.4f}", flush=True)
-
-
-def _dev_and_test(dataset: Any, encoder: Any, dev: str = "dev") -> tuple[float, float]:
-    """nDCG@10 on ``dev`` and on test, from one encoding of the corpus (dev_scorer refuses the test
-    split by design, and would encode the corpus a second time)."""
-    from pretriever.evaluation.measures import evaluate
-    from pretriever.indexes.dense import FlatIndex
-
-    with tempfile.TemporaryDirectory(prefix="wise-") as work:
-        index = FlatIndex(encoder, progress=False, work_dir=work).build(dataset.corpus)
-        return tuple(evaluate(dataset.qrels(split), index.search(dataset.split_queries(split), k=100),
-                              ["nDCG@10"]).metrics["nDCG@10"] for split in (dev, "test"))
 
 
 if __name__ == "__main__":

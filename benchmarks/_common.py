@@ -80,6 +80,11 @@ def append_results(section: str) -> None:
         raise
 
 
+def selection_split(dataset: Any) -> str:
+    """The split a setting may be chosen on: dev where the dataset has one, else train (SciFact)."""
+    return "dev" if "dev" in dataset.splits else "train"
+
+
 def split_evaluations(dataset: Any, encoder: Any, splits: list[str], metrics: list[str],
                       name: str = "run") -> list[Any]:
     """The ``Evaluation`` of ``encoder`` (dense, top 100) on each of ``splits``, from one encoding of

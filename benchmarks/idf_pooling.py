@@ -16,9 +16,7 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from _common import append_results, machine_line, split_evaluations
-
-SELECTION = {"scifact": "train"}  # SciFact has no dev split
+from _common import append_results, machine_line, selection_split, split_evaluations
 
 
 def main() -> None:
@@ -38,7 +36,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="idf-pooling-") as tmp:
         for name in args.datasets.split(","):
             dataset = load_dataset(name)
-            selection = SELECTION.get(name, "dev")
+            selection = selection_split(dataset)
             runs: dict[str, tuple] = {}
             for power in [0.0, *(float(p) for p in args.powers.split(","))]:
                 model: str | Path = "minilm"

@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from _common import append_results, machine_line, split_evaluations
+from _common import append_results, machine_line, selection_split, split_evaluations
 
 LIBS = ("torch", "sentence-transformers", "transformers")
 METRICS = ["nDCG@10", "Recall@100"]
@@ -120,7 +120,7 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
     datasets = {}
     for name in args.datasets.split(","):
         datasets[name] = dataset = load_dataset(name)
-        selection = args.selection or ("dev" if "dev" in dataset.splits else "train")
+        selection = args.selection or selection_split(dataset)
         entry = results["datasets"][name] = {"selection": selection, "runs": {}}
         entry["runs"]["off-the-shelf"] = scores(dataset, args.base, [selection, "test"], device)
         save()

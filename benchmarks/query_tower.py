@@ -23,9 +23,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
-from _common import append_results, machine_line
+from _common import append_results, machine_line, selection_split
 
-SELECTION = {"scifact": "train"}  # SciFact has no dev split
 LIBS = ("torch", "sentence-transformers", "transformers", "bm25s")
 
 
@@ -133,7 +132,7 @@ def main() -> None:
         start = time.perf_counter()
         tower = train_tower(teacher, corpus_docs(dataset.corpus), args)
         seconds = time.perf_counter() - start
-        for split in (SELECTION.get(name, "dev"), "test"):
+        for split in (selection_split(dataset), "test"):
             for row in split_rows(dataset, split, teacher, tower, args, betas, seconds):
                 rows.append(f"| {name} | {split} | {row}")
                 print(rows[-1], flush=True)

@@ -96,6 +96,7 @@ def main() -> None:
 
 
 def sweep(args: argparse.Namespace) -> dict[str, Any]:
+    from pretriever._io import write_json
     from pretriever.data.dataset import load_dataset
     from pretriever.encoders.backends import torch_device
 
@@ -113,9 +114,7 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
 
     def save() -> None:  # after every run, so a sweep cut short still leaves what it measured
         if args.json:
-            tmp = Path(args.json + ".tmp")
-            tmp.write_text(json.dumps(results), encoding="utf-8")
-            tmp.replace(args.json)
+            write_json(args.json, results)
 
     datasets = {}
     for name in args.datasets.split(","):

@@ -28,11 +28,12 @@ from _common import append_results, machine_line, selection_split
 LIBS = ("torch", "sentence-transformers", "transformers", "bm25s")
 
 
-def rocchio(teacher: Any, queries: dict[str, str], vectors: np.ndarray, k: int, beta: float) -> np.ndarray:
-    """Each query vector plus ``beta`` x the mean of its teacher's top ``k`` document vectors, unit length."""
-    scored = teacher.scores(queries)
-    rows = [[teacher.row[d] for d, _ in sorted(scored[q].items(), key=lambda kv: -kv[1])[:k]]
-            for q in queries]
+def rocchio(teacher: Any, scored: dict[str, dict[str, float]], vectors: np.ndarray, k: int,
+            beta: float) -> np.ndarray:
+    """Each query vector (in ``scored``'s order) plus ``beta`` x the mean of the vectors of its top ``k``
+    documents in ``scored`` (the teacher's scores of that query), unit length."""
+    rows = [[teacher.row[d] for d, _ in sorted(ranked.items(), key=lambda kv: -kv[1])[:k]]
+            for ranked in scored.values()]
     moved = vectors + beta * np.stack([teacher.vectors[r].mean(0) for r in rows])
     return moved / np.linalg.norm(moved, axis=1, keepdims=True)
 
@@ -55,8 +56,8 @@ def train_tower(teacher: Any, docs: list[Any], args: argparse.Namespace) -> Any:
     for epoch in range(args.epochs):  # a fresh pseudo-query per document and epoch
         queries = pseudo_queries(docs, kinds=args.kinds.split(","), seed=args.seed, epoch=epoch)
         texts += list(queries.values())
-        targets.append(rocchio(teacher, queries, encode(teacher.encoder.st, list(queries.values())),
-                               args.k, args.train_beta))
+        targets.append(rocchio(teacher, teacher.scores(queries),
+                               encode(teacher.encoder.st, list(queries.values())), args.k, args.train_beta))
     target = torch.tensor(np.concatenate(targets))
     torch.manual_seed(args.seed)
     tower = copy.deepcopy(teacher.encoder.st).train()
@@ -91,9 +92,10 @@ def split_rows(dataset: Any, split: str, teacher: Any, tower: Any, args: argpars
         return evaluate(qrels, teacher.dense.search_vectors(qids, vectors, 100), ["nDCG@10"], name=label)
 
     base, learned = encode(teacher.encoder.st, texts), encode(tower, texts)
+    scored = teacher.scores(queries)  # once: the teacher's row and every Rocchio row read it
     evaluations = [search(base, "MiniLM"),
-                   evaluate(qrels, teacher.scores(queries), ["nDCG@10"], name=f"teacher (W={args.weight:g})"),
-                   *(search(rocchio(teacher, queries, base, args.k, b), f"Rocchio, k={args.k}, beta={b:g}")
+                   evaluate(qrels, scored, ["nDCG@10"], name=f"teacher (W={args.weight:g})"),
+                   *(search(rocchio(teacher, scored, base, args.k, b), f"Rocchio, k={args.k}, beta={b:g}")
                      for b in betas),
                    search(learned, f"query tower ({seconds / 60:.1f} min)")]
     return [f"{ev.name} | {ev.metrics['nDCG@10']:.4f} | "

@@ -78,6 +78,8 @@ def main() -> None:
                         "(rewritten after each setting)")
     parser.add_argument("--render", metavar="JSON", help="only write the section of an earlier run's --json "
                         "(one cut short, say)")
+    parser.add_argument("--only", default=None, metavar="NAME[,NAME]",
+                        help="run only these settings of the file (a soup needs its ingredients among them)")
     parser.add_argument("--section", default=None, help="also write the markdown section to this file")
     parser.add_argument("--no-append", action="store_true", help="do not append to RESULTS.md")
     args = parser.parse_args()
@@ -104,6 +106,11 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
     names = [s["name"] for s in settings]
     if len(set(names)) != len(names) or "off-the-shelf" in names:
         raise SystemExit(f"{args.settings}: setting names must be unique, and not off-the-shelf")
+    if args.only:
+        wanted = args.only.split(",")
+        if missing := sorted(set(wanted) - set(names)):
+            raise SystemExit(f"--only: no setting {', '.join(missing)} in {args.settings}")
+        settings = [s for s in settings if s["name"] in wanted]
     souped = {name for s in settings for name in s.get("soup_of", ())}
     device = torch_device(args.device)
     work = Path(args.work or tempfile.mkdtemp(prefix="sweep-"))

@@ -234,6 +234,7 @@ def test_lexical_teacher_adds_bm25_to_the_starting_model(tmp_path: Path) -> None
     from pretriever.encoders.dense import DenseEncoder
     from pretriever.training.pretrain.lexical import (
         LexicalTeacher,
+        extra_keywords,
         keyword_spans,
         lexical_lists,
         pseudo_queries,
@@ -281,6 +282,25 @@ def test_lexical_teacher_adds_bm25_to_the_starting_model(tmp_path: Path) -> None
     assert any(texts[ex.doc_id] in ex.documents for ex in lists)  # the source is usually a candidate...
     dropped = lexical_lists(docs, lexical, negatives=4, drop_source=True, seed=1)
     assert dropped and all(texts[ex.doc_id] not in ex.documents for ex in dropped)  # ...unless dropped
+    drawn = extra_keywords(docs, 3, seed=1)
+    for doc in docs:  # distinct keyword spans from anywhere in the document
+        assert len(drawn[doc.id]) == len(set(drawn[doc.id])) == min(3, len(set(keyword_spans(doc.full))))
+        assert set(drawn[doc.id]) <= set(keyword_spans(doc.full))
+    with_extra = lexical_lists(docs, lexical, negatives=4, extra=2, seed=1)
+    assert with_extra == lists and all(len(ex.extra) == 2 for ex in with_extra)
+    # in-batch: a query against any document gets the score it gets as a candidate
+    columns = sorted({d for ex in lists[:4] for d in ex.doc_ids} | {"d0", "d17"})
+    every = lexical.batch_scores(lists[:4], columns)
+    assert every.shape == (4, len(columns))
+    for i, example in enumerate(lists[:4]):
+        assert example.doc_ids[0] in example.doc_ids and len(example.doc_ids) == len(example.documents)
+        for doc, score in zip(example.doc_ids, example.scores, strict=True):
+            assert every[i, columns.index(doc)] == pytest.approx(score, abs=1e-3)
+        qv = encoder.encode_queries([example.query])[0]
+        for j, doc in enumerate(columns):  # elsewhere: the dense part, plus BM25's if in its top depth
+            part = dict(example.lexical).get(doc, 0.0)
+            assert every[i, j] == pytest.approx(float(lexical.vectors[lexical.row[doc]] @ qv) / 0.05 + part,
+                                                abs=1e-3)
     with pytest.raises(ConfigError, match="lexical_negatives"):
         PretrainConfig(dataset="x", out="y", tasks="lexical", lexical_negatives=30)
     with pytest.raises(ConfigError, match="lexical_queries"):
@@ -419,3 +439,49 @@ def test_lexical_teacher_is_the_start_or_the_base_at_its_own_length(corpus_only:
         PretrainConfig(dataset="x", out="y", lexical_teacher="student")
     with pytest.raises(ConfigError, match="lexical_teacher_length must be positive"):
         PretrainConfig(dataset="x", out="y", lexical_teacher_length=0)
+    with pytest.raises(ConfigError, match="lexical_inbatch must be >= 0"):
+        PretrainConfig(dataset="x", out="y", lexical_inbatch=-1)
+    with pytest.raises(ConfigError, match="needs lexical_inbatch > 0"):
+        PretrainConfig(dataset="x", out="y", lexical_extra_queries=2)
+
+
+def test_inbatch_kl_is_zero_at_the_teacher_and_pulls_towards_it() -> None:
+    from pretriever.training.objectives.inbatch_kd import inbatch_kl
+
+    torch.manual_seed(0)
+    q = torch.nn.functional.normalize(torch.randn(3, 8), dim=-1)
+    d = torch.nn.functional.normalize(torch.randn(5, 8), dim=-1)
+    teacher = q @ d.T / 0.05
+    assert float(inbatch_kl(q, d, teacher)) == pytest.approx(0.0, abs=1e-5)
+    shifted = teacher.clone()
+    shifted[:, 2] += 3.0  # the teacher prefers document 2 more than the student does
+    student = q.clone().requires_grad_(True)
+    loss = inbatch_kl(student, d, shifted)
+    assert loss.item() > 0.01
+    loss.backward()
+    moved = torch.nn.functional.normalize(student - 0.01 * student.grad, dim=-1)
+    assert ((moved @ d[2]) > (q @ d[2])).all()  # a step down the gradient raises document 2
+
+
+def test_lexical_topic_batches_and_inbatch_distillation_train(corpus_only: Path, tmp_path: Path) -> None:
+    from pretriever.training.tasb import topic_order
+
+    rng = np.random.default_rng(0)
+    shift = np.zeros(6)
+    shift[0] = 5.0
+    vectors = np.concatenate([rng.normal(0, 0.01, (8, 6)) + shift, rng.normal(0, 0.01, (8, 6))])
+    order = topic_order(vectors, 8, np.random.default_rng(3))
+    assert sorted(order.tolist()) == list(range(16))
+    assert {int(i) < 8 for i in order[:8]} in ({True}, {False})  # each run of 8 is one topic
+    assert order.tolist() == topic_order(vectors, 8, np.random.default_rng(3)).tolist()  # pure in the seed
+
+    def config(out: str, **extra) -> PretrainConfig:
+        return PretrainConfig(dataset=str(corpus_only), out=str(tmp_path / out), tasks="lexical",
+                              batch_size=4, max_length=32, lexical_negatives=2, lexical_depth=5,
+                              loop=LoopConfig(lr=1e-4), **extra)
+
+    plain = pretrain(config("plain"), progress=False)
+    both = pretrain(config("both", lexical_inbatch=2.0, lexical_topic_batches=True, lexical_extra_queries=2),
+                    progress=False)
+    assert both.loop.steps == plain.loop.steps and both.loop.losses != plain.loop.losses
+    assert all(np.isfinite(both.loop.losses))

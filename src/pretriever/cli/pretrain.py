@@ -66,6 +66,18 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--lexical-teacher-length", type=int, metavar="N",
                         help="lexical: document tokens the teacher's dense part reads (default: "
                         "--max-length, so that the student starts out agreeing with it)")
+    parser.add_argument("--lexical-inbatch", type=float, metavar="WEIGHT",
+                        help="lexical: add in-batch distillation at this weight: the student also matches "
+                        "the teacher's scores of every other document of the batch (default 0: off; 4 with "
+                        "--lexical-topic-batches: same speed, SciFact train +0.010 against +0.008 without, "
+                        "NFCorpus train +0.0097 either way)")
+    parser.add_argument("--lexical-topic-batches", action="store_true", default=None,
+                        help="lexical: cluster the pseudo-queries (k-means on the teacher's vectors) and "
+                        "fill each batch from one cluster, so in-batch documents are near misses (TAS)")
+    parser.add_argument("--lexical-extra-queries", type=int, metavar="N",
+                        help="lexical: N more keyword queries per document (1-3 content words from anywhere "
+                        "in it), taught by in-batch distillation alone; needs --lexical-inbatch (default 0; "
+                        "2 changed nothing on NFCorpus)")
     parser.add_argument("--idf-pooling", type=float, nargs="?", const=1.0, metavar="POWER",
                         help="weigh each token of the mean pooling by its IDF in this corpus (divided by "
                         "the mean IDF, to POWER, default 1), so rare terms count more, in the trained model "
@@ -90,7 +102,9 @@ def run(args: argparse.Namespace) -> int:
         lexical_negatives=args.lexical_negatives,
         lexical_drop_source=args.lexical_drop_source,
         lexical_queries=args.lexical_queries, lexical_teacher=args.lexical_teacher,
-        lexical_teacher_length=args.lexical_teacher_length, idf_pooling=args.idf_pooling,
+        lexical_teacher_length=args.lexical_teacher_length, lexical_inbatch=args.lexical_inbatch,
+        lexical_topic_batches=args.lexical_topic_batches, lexical_extra_queries=args.lexical_extra_queries,
+        idf_pooling=args.idf_pooling,
         precision=args.precision,
         **{"loop.epochs": args.epochs, "loop.lr": args.lr, "loop.seed": args.seed},
     )

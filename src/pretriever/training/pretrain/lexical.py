@@ -18,13 +18,18 @@ is frozen: the starting model's vectors are computed once, by default at the doc
 student trains with (so the student starts out agreeing with the teacher's dense part; the
 trainer's ``lexical_teacher`` and ``lexical_teacher_length`` choose another model or length), and
 an epoch's examples are a pure function of (seed, epoch).
+
+Since the teacher is a dot product plus a sparse BM25 part, it can score a pseudo-query against any
+document at no cost: each example keeps its teacher query vector and BM25 part, so the trainer can
+add in-batch distillation over every document of a batch (TAS-B's dual supervision), fill batches
+from one topic cluster, and teach extra keyword queries of a document through that loss alone.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +40,16 @@ from pretriever.training.pretrain.prop import STOPWORDS
 
 
 @dataclass(frozen=True)
+class TeacherQuery:
+    """A pseudo-query with what the teacher needs to score it against any document: its vector
+    (the dense part) and BM25's weighted part for the documents in BM25's top ``depth`` (0 elsewhere)."""
+
+    query: str
+    vector: Any = field(compare=False, repr=False)
+    lexical: tuple[tuple[str, float], ...] = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True)
 class ScoredList:
     """A pseudo-query, the teacher's best candidate then others, and the teacher's scores of each."""
 
@@ -42,6 +57,12 @@ class ScoredList:
     documents: tuple[str, ...]
     scores: tuple[float, ...]
     doc_id: str  # the document the query was drawn from
+    doc_ids: tuple[str, ...] = ()  # the candidates' ids, in the order of ``documents``
+    # as in TeacherQuery: what the teacher needs to score this query against any document of a batch
+    vector: Any = field(default=None, compare=False, repr=False)
+    lexical: tuple[tuple[str, float], ...] = field(default=(), compare=False, repr=False)
+    # more pseudo-queries of the same document, taught only by in-batch distillation
+    extra: tuple[TeacherQuery, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def margins(self) -> tuple[float, ...]:
@@ -116,20 +137,38 @@ class LexicalTeacher:
                ) -> dict[str, dict[str, float]]:
         """Query id -> candidate document id -> teacher score; ``exclude`` maps a query id to a
         document left out of its candidates (and of its BM25 normalisation)."""
+        return self.scores_and_parts(queries, exclude)[0]
+
+    def scores_and_parts(self, queries: dict[str, str], exclude: dict[str, str] | None = None,
+               ) -> tuple[dict[str, dict[str, float]], dict[str, Any], dict[str, dict[str, float]]]:
+        """``scores``, with each query's vector and BM25 part (weighted, per candidate)."""
         qids = list(queries)
         exclude = exclude or {}
         lexical = self.bm25.search(queries, k=self.depth + 1)
         qv = self.encoder.encode_queries([queries[q] for q in qids])
         dense = self.dense.search_vectors(qids, qv, self.depth + 1)
-        out = {}
+        out, parts = {}, {}
         for i, qid in enumerate(qids):
             drop = exclude.get(qid)
             bm = _top(lexical.get(qid, {}), drop, self.depth)
             best = max(bm.values(), default=0.0) or 1.0
+            parts[qid] = {d: self.weight * s / best for d, s in bm.items()}
             cosines = _top(dense.get(qid, {}), drop, self.depth)
             cosines.update({d: float(self.vectors[self.row[d]] @ qv[i]) for d in bm if d not in cosines})
-            out[qid] = {d: cos / self.temperature + self.weight * bm.get(d, 0.0) / best
-                        for d, cos in cosines.items()}
+            out[qid] = {d: cos / self.temperature + parts[qid].get(d, 0.0) for d, cos in cosines.items()}
+        return out, dict(zip(qids, qv)), parts
+
+    def batch_scores(self, lists: Sequence[ScoredList | TeacherQuery], doc_ids: Sequence[str]) -> np.ndarray:
+        """[len(lists), len(doc_ids)] teacher scores of every list's query against every document
+        (in-batch distillation): the same formula as ``scores``, for documents that were not
+        among a query's candidates too."""
+        queries = np.stack([np.asarray(ex.vector, dtype=np.float32) for ex in lists])
+        out = queries @ self.vectors[[self.row[d] for d in doc_ids]].T / self.temperature
+        column = {d: j for j, d in enumerate(doc_ids)}
+        for i, ex in enumerate(lists):
+            for d, part in ex.lexical:
+                if d in column:
+                    out[i, column[d]] += part
         return out
 
 
@@ -138,13 +177,36 @@ def _top(hits: dict[str, float], drop: str | None, k: int) -> dict[str, float]:
     return dict(sorted(((d, s) for d, s in hits.items() if d != drop), key=lambda kv: -kv[1])[:k])
 
 
+def extra_keywords(docs: Sequence[Doc], count: int, *, seed: int = 42, epoch: int = 0,
+                   ) -> dict[str, list[str]]:
+    """Document id -> up to ``count`` distinct keyword queries (1-3 consecutive content words) drawn
+    from anywhere in its title and text: short queries that cover the document's vocabulary."""
+    rng = rng_for(seed, epoch, "lexical:extra")
+    out = {}
+    for doc in docs:
+        spans = sorted(set(keyword_spans(doc.full)))
+        if spans:
+            out[doc.id] = [spans[int(i)] for i in rng.permutation(len(spans))[:count]]
+    return out
+
+
 def lexical_lists(docs: Sequence[Doc], teacher: LexicalTeacher, *, negatives: int = 1,
-                  drop_source: bool = False, kinds: Sequence[str] = DEFAULT_QUERY_KINDS, seed: int = 42,
-                  epoch: int = 0) -> list[ScoredList]:
+                  drop_source: bool = False, kinds: Sequence[str] = DEFAULT_QUERY_KINDS, extra: int = 0,
+                  seed: int = 42, epoch: int = 0) -> list[ScoredList]:
     """One example per document with a pseudo-query and at least ``1 + negatives`` candidates
-    (``drop_source``: not counting the document the pseudo-query was drawn from)."""
+    (``drop_source``: not counting the document the pseudo-query was drawn from), and ``extra``
+    keyword queries of the same document for in-batch distillation."""
     queries = pseudo_queries(docs, kinds=kinds, seed=seed, epoch=epoch)
-    scored = teacher.scores(queries, exclude={d: d for d in queries} if drop_source else None)
+    exclude = {d: d for d in queries} if drop_source else None
+    scored, vectors, parts = teacher.scores_and_parts(queries, exclude)
+    more: dict[str, list[TeacherQuery]] = {}
+    if extra:
+        drawn = extra_keywords([d for d in docs if d.id in queries], extra, seed=seed, epoch=epoch)
+        keyed = {f"{d}\t{i}": q for d, qs in drawn.items() for i, q in enumerate(qs)}
+        _, extra_vectors, extra_parts = teacher.scores_and_parts(keyed)
+        for key, query in keyed.items():
+            more.setdefault(key.split("\t")[0], []).append(
+                TeacherQuery(query, extra_vectors[key], tuple(extra_parts[key].items())))
     rng = rng_for(seed, epoch, "lexical:pairs")
     lists = []
     for doc_id, query in queries.items():
@@ -154,5 +216,7 @@ def lexical_lists(docs: Sequence[Doc], teacher: LexicalTeacher, *, negatives: in
         others = rng.choice(len(ranked) - 1, negatives, replace=False)
         picked = [ranked[0]] + [ranked[1 + int(i)] for i in others]
         lists.append(ScoredList(query, tuple(teacher.texts[d] for d, _ in picked),
-                                tuple(score for _, score in picked), doc_id))
+                                tuple(score for _, score in picked), doc_id, tuple(d for d, _ in picked),
+                                vectors[doc_id], tuple(parts[doc_id].items()),
+                                tuple(more.get(doc_id, ()))))
     return lists

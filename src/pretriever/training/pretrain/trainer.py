@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pretriever.data.dataset import load_dataset
 from pretriever.errors import ConfigError, PretrieverError
 from pretriever.training.config import to_dict
@@ -66,6 +68,9 @@ class PretrainConfig:
     lexical_queries: str = ",".join(DEFAULT_QUERY_KINDS)
     lexical_teacher: str = "start"  # the teacher's dense part: "start" (the student's start) or "base"
     lexical_teacher_length: int | None = None  # its document tokens (None: max_length)
+    lexical_inbatch: float = 0.0  # weight of in-batch distillation over every document of the batch
+    lexical_topic_batches: bool = False  # batches of pseudo-queries on one topic (k-means)
+    lexical_extra_queries: int = 0  # keyword queries per document taught by in-batch distillation only
     idf_pooling: float = 0.0  # 0: the base's mean pooling; p > 0: tokens weighted by (IDF / mean)^p
     prop_mu: float = 100.0
     prop_mean_length: float = 3.0
@@ -109,6 +114,11 @@ class PretrainConfig:
         if self.lexical_teacher not in ("start", "base"):
             raise ConfigError(f"lexical_teacher must be start (the model training starts from) or base "
                               f"(the base as given, without IDF pooling), got {self.lexical_teacher!r}")
+        if self.lexical_inbatch < 0:
+            raise ConfigError(f"lexical_inbatch must be >= 0 (0: off), got {self.lexical_inbatch}")
+        if self.lexical_extra_queries < 0 or (self.lexical_extra_queries and not self.lexical_inbatch):
+            raise ConfigError(f"lexical_extra_queries ({self.lexical_extra_queries}) must be >= 0, and needs "
+                              f"lexical_inbatch > 0: in-batch distillation is what teaches them")
         if self.lexical_teacher_length is not None and self.lexical_teacher_length < 1:
             raise ConfigError(f"lexical_teacher_length must be positive, got {self.lexical_teacher_length}")
         if self.idf_pooling < 0:
@@ -169,7 +179,7 @@ def task_examples(task: str, docs: list[Doc], config: PretrainConfig, epoch: int
             docs = [docs[i] for i in sorted(keep)]
         return lexical_lists(docs, teacher, negatives=config.lexical_negatives,
                              drop_source=config.lexical_drop_source, kinds=config.lexical_query_kinds,
-                             seed=seed, epoch=epoch)
+                             extra=config.lexical_extra_queries, seed=seed, epoch=epoch)
     if task == "prop":
         from pretriever.training.pretrain.prop import rop_examples
 
@@ -189,6 +199,7 @@ def pretrain(config: PretrainConfig, *, progress: bool = True, stop_after: int |
 
     from pretriever.encoders.dense import DenseEncoder, resolve_model
     from pretriever.training.embedding import embed
+    from pretriever.training.objectives.inbatch_kd import inbatch_kl
     from pretriever.training.objectives.infonce import infonce
     from pretriever.training.objectives.margin_mse import margin_mse
     from pretriever.training.pretrain.mlm import mask_tokens, mlm_head, mlm_loss
@@ -231,7 +242,13 @@ def pretrain(config: PretrainConfig, *, progress: bool = True, stop_after: int |
             out_batches = []
             for task in tasks:
                 examples = task_examples(task, docs, config, epoch, lm, teacher)
-                order = rng_for(config.loop.seed, epoch, task + ":order").permutation(len(examples))
+                shuffle = rng_for(config.loop.seed, epoch, task + ":order")
+                if task == "lexical" and config.lexical_topic_batches and len(examples) >= 2:
+                    from pretriever.training.tasb import topic_order
+
+                    order = topic_order(np.stack([ex.vector for ex in examples]), config.batch_size, shuffle)
+                else:
+                    order = shuffle.permutation(len(examples))
                 picked = [examples[i] for i in order][: config.max_examples or None]
                 if epoch == 0:  # the report's per-epoch counts (train_loop lists epoch 0 first)
                     counts[task] = len(picked)
@@ -318,7 +335,18 @@ def pretrain(config: PretrainConfig, *, progress: bool = True, stop_after: int |
             d = embed(st, [prompts["document"] + t for ex in examples for t in ex.documents],
                       config.max_length, normalize=normalize)
             teacher_scores = torch.tensor([ex.scores for ex in examples], device=q.device)
-            return margin_mse(q, d, teacher_scores, config.temperature)
+            loss = margin_mse(q, d, teacher_scores, config.temperature)
+            if config.lexical_inbatch:  # every distinct document of the batch, scored by the teacher
+                ids = [doc for ex in examples for doc in ex.doc_ids]
+                first = {doc: j for j, doc in reversed(list(enumerate(ids)))}
+                keep = sorted(first.values())
+                rows = [*examples, *(x for ex in examples for x in ex.extra)]
+                if len(rows) > len(examples):
+                    q = torch.cat([q, embed(st, [prompts["query"] + x.query for x in rows[len(examples):]],
+                                            config.query_max_length, normalize=normalize)])
+                every = torch.tensor(teacher.batch_scores(rows, [ids[j] for j in keep]), device=q.device)
+                loss = loss + config.lexical_inbatch * inbatch_kl(q, d[keep], every, config.temperature)
+            return loss
         if task == "prop":
             from pretriever.training.pretrain.prop import rop_loss
 

@@ -6,6 +6,10 @@ A settings file lists the settings to run (PretrainConfig fields, dotted `loop.*
 
     [{"name": "lexical-w3", "tasks": "lexical", "lexical_weight": 3, "max_examples": 2048}, ...]
 
+Two keys are the sweep's own: "soup_of": [NAME, ...] averages settings run before (trains nothing),
+and "after": NAME starts a setting from an earlier setting's model on the same corpus, so that a
+second round of `lexical` learns from that student plus BM25 (iterated distillation).
+
 Every setting is pre-trained on each dataset's corpus alone, then searched on the selection split
 (`--selection`, default: dev where the dataset has one, else train) and on test, against the
 off-the-shelf model. The setting to report is the one whose smaller gain over the off-the-shelf
@@ -55,7 +59,9 @@ def run_setting(setting: dict[str, Any], dataset: str, base: str, work: Path, de
         start = time.perf_counter()
         soup([work / f"{dataset}-{name}" for name in setting["soup_of"]], out, overwrite=True)
         return str(out), {"seconds": time.perf_counter() - start}
-    fields = {k: v for k, v in setting.items() if k != "name"}
+    if "after" in setting:  # a later round: start from (and, for lexical, be taught by) that student
+        base = str(work / f"{dataset}-{setting['after']}")
+    fields = {k: v for k, v in setting.items() if k not in ("name", "after")}
     config = build_config(PretrainConfig, None, dataset=dataset, out=str(out), base=base, device=device,
                           **fields)
     report = pretrain(config, progress=False, overwrite=True)
@@ -79,7 +85,8 @@ def main() -> None:
     parser.add_argument("--render", metavar="JSON", help="only write the section of an earlier run's --json "
                         "(one cut short, say)")
     parser.add_argument("--only", default=None, metavar="NAME[,NAME]",
-                        help="run only these settings of the file (a soup needs its ingredients among them)")
+                        help="run only these settings of the file (a soup needs its ingredients among "
+                        "them, an 'after' setting its start)")
     parser.add_argument("--section", default=None, help="also write the markdown section to this file")
     parser.add_argument("--no-append", action="store_true", help="do not append to RESULTS.md")
     args = parser.parse_args()
@@ -111,7 +118,7 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
         if missing := sorted(set(wanted) - set(names)):
             raise SystemExit(f"--only: no setting {', '.join(missing)} in {args.settings}")
         settings = [s for s in settings if s["name"] in wanted]
-    souped = {name for s in settings for name in s.get("soup_of", ())}
+    kept = {name for s in settings for name in (*s.get("soup_of", ()), s.get("after")) if name}
     device = torch_device(args.device)
     work = Path(args.work or tempfile.mkdtemp(prefix="sweep-"))
     results: dict[str, Any] = {"settings": settings, "settings_file": args.settings,
@@ -137,7 +144,7 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 folder, loop = run_setting(setting, name, args.base, work, device)
                 run = scores(dataset, folder, [entry["selection"], "test"], device)
-                if setting["name"] not in souped:
+                if setting["name"] not in kept:
                     shutil.rmtree(folder, ignore_errors=True)
             except Exception:  # one broken setting must not cost the others
                 traceback.print_exc()

@@ -288,6 +288,10 @@ def test_lexical_teacher_adds_bm25_to_the_starting_model(tmp_path: Path) -> None
         assert set(drawn[doc.id]) <= set(keyword_spans(doc.full))
     with_extra = lexical_lists(docs, lexical, negatives=4, extra=2, seed=1)
     assert with_extra == lists and all(len(ex.extra) == 2 for ex in with_extra)
+    extra = with_extra[0].extra[0]  # an extra query's vector and BM25 part give its candidates' scores
+    candidates = lexical.scores({"q": extra.query})["q"]
+    assert lexical.batch_scores([extra], list(candidates))[0] == pytest.approx(list(candidates.values()),
+                                                                                abs=1e-3)
     # in-batch: a query against any document gets the score it gets as a candidate
     columns = sorted({d for ex in lists[:4] for d in ex.doc_ids} | {"d0", "d17"})
     every = lexical.batch_scores(lists[:4], columns)

@@ -142,21 +142,31 @@ class LexicalTeacher:
     def scores_and_parts(self, queries: dict[str, str], exclude: dict[str, str] | None = None,
                ) -> tuple[dict[str, dict[str, float]], dict[str, Any], dict[str, dict[str, float]]]:
         """``scores``, with each query's vector and BM25 part (weighted, per candidate)."""
+        exclude = exclude or {}
+        qids, qv, parts = self.query_parts(queries, exclude)
+        dense = self.dense.search_vectors(qids, qv, self.depth + 1)
+        out = {}
+        for i, qid in enumerate(qids):
+            cosines = _top(dense.get(qid, {}), exclude.get(qid), self.depth)
+            cosines.update({d: float(self.vectors[self.row[d]] @ qv[i]) for d in parts[qid]
+                            if d not in cosines})
+            out[qid] = {d: cos / self.temperature + parts[qid].get(d, 0.0) for d, cos in cosines.items()}
+        return out, dict(zip(qids, qv)), parts
+
+    def query_parts(self, queries: dict[str, str], exclude: dict[str, str] | None = None,
+                    ) -> tuple[list[str], np.ndarray, dict[str, dict[str, float]]]:
+        """Query ids, their vectors (rows) and weighted BM25 parts per candidate, without the dense
+        candidate search: all that in-batch distillation needs of a query."""
         qids = list(queries)
         exclude = exclude or {}
         lexical = self.bm25.search(queries, k=self.depth + 1)
         qv = self.encoder.encode_queries([queries[q] for q in qids])
-        dense = self.dense.search_vectors(qids, qv, self.depth + 1)
-        out, parts = {}, {}
-        for i, qid in enumerate(qids):
-            drop = exclude.get(qid)
-            bm = _top(lexical.get(qid, {}), drop, self.depth)
+        parts = {}
+        for qid in qids:
+            bm = _top(lexical.get(qid, {}), exclude.get(qid), self.depth)
             best = max(bm.values(), default=0.0) or 1.0
             parts[qid] = {d: self.weight * s / best for d, s in bm.items()}
-            cosines = _top(dense.get(qid, {}), drop, self.depth)
-            cosines.update({d: float(self.vectors[self.row[d]] @ qv[i]) for d in bm if d not in cosines})
-            out[qid] = {d: cos / self.temperature + parts[qid].get(d, 0.0) for d, cos in cosines.items()}
-        return out, dict(zip(qids, qv)), parts
+        return qids, qv, parts
 
     def batch_scores(self, lists: Sequence[ScoredList | TeacherQuery], doc_ids: Sequence[str]) -> np.ndarray:
         """[len(lists), len(doc_ids)] teacher scores of every list's query against every document
@@ -203,7 +213,8 @@ def lexical_lists(docs: Sequence[Doc], teacher: LexicalTeacher, *, negatives: in
     if extra:
         drawn = extra_keywords([d for d in docs if d.id in queries], extra, seed=seed, epoch=epoch)
         keyed = {f"{d}\t{i}": q for d, qs in drawn.items() for i, q in enumerate(qs)}
-        _, extra_vectors, extra_parts = teacher.scores_and_parts(keyed)
+        keys, extra_qv, extra_parts = teacher.query_parts(keyed)
+        extra_vectors = dict(zip(keys, extra_qv))
         for key, query in keyed.items():
             more.setdefault(key.split("\t")[0], []).append(
                 TeacherQuery(query, extra_vectors[key], tuple(extra_parts[key].items())))

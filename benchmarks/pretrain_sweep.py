@@ -79,7 +79,9 @@ def main() -> None:
     parser.add_argument("--base", default="minilm", help="model every setting starts from")
     parser.add_argument("--device", default=None, help="torch device (default: cuda where there is one)")
     parser.add_argument("--work", default=None, help="folder for the models (default: a temporary one; "
-                        "each is deleted once scored, unless a later soup needs it)")
+                        "each is deleted once scored, unless a later soup needs it or --keep)")
+    parser.add_argument("--keep", action="store_true", help="keep every model in --work (to mix one with "
+                        "the base later, say: benchmarks/wise_ft.py)")
     parser.add_argument("--json", default=None, help="write every score, per query too, to this file "
                         "(rewritten after each setting)")
     parser.add_argument("--render", metavar="JSON", help="only write the section of an earlier run's --json "
@@ -144,7 +146,7 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 folder, loop = run_setting(setting, name, args.base, work, device)
                 run = scores(dataset, folder, [entry["selection"], "test"], device)
-                if setting["name"] not in kept:
+                if setting["name"] not in kept and not args.keep:
                     shutil.rmtree(folder, ignore_errors=True)
             except Exception:  # one broken setting must not cost the others
                 traceback.print_exc()

@@ -214,10 +214,9 @@ def lexical_lists(docs: Sequence[Doc], teacher: LexicalTeacher, *, negatives: in
         drawn = extra_keywords([d for d in docs if d.id in queries], extra, seed=seed, epoch=epoch)
         keyed = {f"{d}\t{i}": q for d, qs in drawn.items() for i, q in enumerate(qs)}
         keys, extra_qv, extra_parts = teacher.query_parts(keyed)
-        extra_vectors = dict(zip(keys, extra_qv))
-        for key, query in keyed.items():
+        for key, vector in zip(keys, extra_qv):
             more.setdefault(key.split("\t")[0], []).append(
-                TeacherQuery(query, extra_vectors[key], tuple(extra_parts[key].items())))
+                TeacherQuery(keyed[key], vector, tuple(extra_parts[key].items())))
     rng = rng_for(seed, epoch, "lexical:pairs")
     lists = []
     for doc_id, query in queries.items():

@@ -8,9 +8,11 @@
 #   .gpu/minilm/   the bundled MiniLM with its weights stored as fp16 (45 MB instead of 91 MB),
 #                  restored to fp32 there; the off-the-shelf row is scored from the same weights
 #   .gpu/data.tgz  SciFact and NFCorpus from $PRETRIEVER_DATA
-# Then, there: `bash benchmarks/gpu_sweep.sh OUT [SECONDS_TASKS] [SECONDS_LEXICAL]`: first every task
-# at 1,024 SciFact examples (throughput), then the lexical settings on both sets. Each step is cut at
-# its seconds; what it finished is in OUT/*.json (render with pretrain_sweep.py --render).
+# Then, there: `bash benchmarks/gpu_sweep.sh OUT [SECONDS_TASKS] [SECONDS_LEXICAL] [SETTINGS [ARGS...]]`:
+# first every task at 1,024 SciFact examples (throughput; 0 seconds skips it), then the settings of
+# SETTINGS (default benchmarks/sweeps/lexical-idf.json) on both sets, with ARGS passed on to
+# pretrain_sweep.py (say --selection train). Each step is cut at its seconds; what it finished is in
+# OUT/*.json (render with pretrain_sweep.py --render).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,7 +46,9 @@ EOF
     exit 0
 fi
 
-out=${1:?usage: gpu_sweep.sh OUT [SECONDS_TASKS] [SECONDS_LEXICAL], or gpu_sweep.sh --pack}
+out=${1:?usage: gpu_sweep.sh OUT [SECONDS_TASKS] [SECONDS_LEXICAL] [SETTINGS [ARGS...]], or gpu_sweep.sh --pack}
+seconds_tasks=${2:-150} seconds_lexical=${3:-380} settings=${4:-benchmarks/sweeps/lexical-idf.json}
+shift $(( $# < 4 ? $# : 4 ))
 mkdir -p "$out"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
     .gpu/whl/*.whl || exit 1
@@ -62,8 +66,10 @@ weights = load_file(".gpu/minilm/model.fp16.safetensors")
 save_file({k: v.float() if v.is_floating_point() else v for k, v in weights.items()}, out / "model.safetensors")
 EOF
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-timeout "${2:-150}" python3 benchmarks/pretrain_sweep.py --settings benchmarks/sweeps/tasks.json \
-    --datasets scifact --base /tmp/minilm --json "$out/tasks.json" --section "$out/tasks.md" --no-append
-timeout "${3:-380}" python3 benchmarks/pretrain_sweep.py --settings benchmarks/sweeps/lexical-idf.json \
-    --base /tmp/minilm --json "$out/lexical.json" --section "$out/lexical.md" --no-append
+if [ "$seconds_tasks" != 0 ]; then
+    timeout "$seconds_tasks" python3 benchmarks/pretrain_sweep.py --settings benchmarks/sweeps/tasks.json \
+        --datasets scifact --base /tmp/minilm --json "$out/tasks.json" --section "$out/tasks.md" --no-append
+fi
+timeout "$seconds_lexical" python3 benchmarks/pretrain_sweep.py --settings "$settings" \
+    --base /tmp/minilm --json "$out/lexical.json" --section "$out/lexical.md" --no-append "$@"
 exit 0

@@ -24,6 +24,8 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--splits", default="scifact:train,scifact:test,nfcorpus:dev,nfcorpus:test")
     parser.add_argument("--weights", default="0,1,2,3,5,10")
+    parser.add_argument("--feedback", default="0", help="comma-separated K or K:BETA, each a teacher with "
+                        "Rocchio feedback from its top K documents at weight BETA (default 1); 0: none")
     parser.add_argument("--no-append", action="store_true")
     args = parser.parse_args()
     from pretriever.data.dataset import load_dataset
@@ -33,6 +35,8 @@ def main() -> None:
 
     defaults = PretrainConfig(dataset="", out="")
     weights = [float(w) for w in args.weights.split(",")]
+    feedbacks = [(int(f.split(":")[0]), float(f.split(":")[1]) if ":" in f else 1.0)
+                 for f in args.feedback.split(",")]
     by_dataset: dict[str, list[str]] = {}
     for item in args.splits.split(","):
         name, split = item.split(":")
@@ -44,18 +48,24 @@ def main() -> None:
                                  depth=defaults.lexical_depth, max_length=defaults.max_length)
         for split in splits:
             queries, qrels = dict(dataset.split_queries(split)), dataset.qrels(split)
-            scores = []
-            for weight in weights:
-                teacher.weight = weight
-                scores.append(evaluate(qrels, teacher.scores(queries), ["nDCG@10"]).metrics["nDCG@10"])
-                print(name, split, weight, f"{scores[-1]:.4f}", flush=True)
-            rows.append(f"| {name} {split} ({len(queries)} queries) | "
-                        + " | ".join(f"{s:.4f}" for s in scores) + " |")
+            for teacher.feedback, teacher.feedback_weight in feedbacks:
+                scores = []
+                for weight in weights:
+                    teacher.weight = weight
+                    scores.append(evaluate(qrels, teacher.scores(queries), ["nDCG@10"]).metrics["nDCG@10"])
+                    print(name, split, teacher.feedback, teacher.feedback_weight, weight, f"{scores[-1]:.4f}",
+                          flush=True)
+                rocchio = (f", Rocchio top {teacher.feedback} at {teacher.feedback_weight:g}"
+                           if teacher.feedback else "")
+                rows.append(f"| {name} {split} ({len(queries)} queries){rocchio} | "
+                            + " | ".join(f"{s:.4f}" for s in scores) + " |")
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     section = "\n".join([
         f"## The lexical task's teacher on real queries ({stamp})", "", machine_line(LIBS), "",
         f"nDCG@10 of the teacher (MiniLM at {defaults.max_length} tokens + W x BM25, top "
-        f"{defaults.lexical_depth} of each); W = 0 is MiniLM alone at that length.", "",
+        f"{defaults.lexical_depth} of each); W = 0 is MiniLM alone at that length. With Rocchio, the "
+        "teacher's dense query vector is moved towards the mean of its own top K documents "
+        "(`--lexical-feedback`), then the candidates are scored again.", "",
         "| split | " + " | ".join(f"W={w:g}" for w in weights) + " |",
         "|---|" + "---:|" * len(weights), *rows, ""])
     print(section)

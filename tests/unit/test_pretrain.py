@@ -311,6 +311,31 @@ def test_lexical_teacher_adds_bm25_to_the_starting_model(tmp_path: Path) -> None
         PretrainConfig(dataset="x", out="y", tasks="lexical", lexical_queries="title,summary")
 
 
+def test_lexical_teacher_feedback_moves_the_query_towards_its_top_documents() -> None:
+    from pretriever.data.corpus import Corpus
+    from pretriever.training.pretrain.lexical import LexicalTeacher
+
+    docs = make_docs(18, 4)
+    corpus = Corpus([d.id for d in docs], [d.title for d in docs], [d.text for d in docs])
+    plain = LexicalTeacher(corpus, "minilm", weight=1.0, temperature=0.05, depth=5, progress=False)
+    rocchio = LexicalTeacher(corpus, "minilm", weight=1.0, temperature=0.05, depth=5, feedback=2,
+                             feedback_weight=0.5, progress=False)
+    pick = {"q": "fact 33 about item 12"}
+    before, vectors, parts = plain.scores_and_parts(pick)
+    top = sorted(before["q"], key=lambda d: -before["q"][d])[:2]
+    moved = vectors["q"] + 0.5 * plain.vectors[[plain.row[d] for d in top]].mean(axis=0)
+    moved /= np.linalg.norm(moved)  # at the query vector's length: 1 for MiniLM
+    after, moved_vectors, moved_parts = rocchio.scores_and_parts(pick)
+    assert moved_vectors["q"] == pytest.approx(moved, abs=1e-5)
+    assert moved_parts == parts  # BM25's part is the words' alone
+    for doc, score in after["q"].items():  # candidates scored again with the moved vector
+        cos = float(rocchio.vectors[rocchio.row[doc]] @ moved)
+        assert score == pytest.approx(cos / 0.05 + parts["q"].get(doc, 0.0), abs=1e-3)
+    assert after != before
+    with pytest.raises(ConfigError, match="lexical_feedback"):
+        PretrainConfig(dataset="x", out="y", tasks="lexical", lexical_feedback=-1)
+
+
 def test_no_task_reads_queries_or_qrels(corpus_only: Path, tmp_path: Path, monkeypatch) -> None:
     from sentence_transformers import SentenceTransformer
 
@@ -489,3 +514,5 @@ def test_lexical_topic_batches_and_inbatch_distillation_train(corpus_only: Path,
                     progress=False)
     assert both.loop.steps == plain.loop.steps and both.loop.losses != plain.loop.losses
     assert all(np.isfinite(both.loop.losses))
+    rocchio = pretrain(config("rocchio", lexical_feedback=2, lexical_inbatch=2.0), progress=False)
+    assert rocchio.loop.steps == plain.loop.steps and rocchio.loop.losses != plain.loop.losses

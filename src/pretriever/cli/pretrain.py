@@ -78,6 +78,14 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="lexical: N more keyword queries per document (1-3 content words from anywhere "
                         "in it), taught by in-batch distillation alone; needs --lexical-inbatch (default 0; "
                         "2 changed nothing on NFCorpus)")
+    parser.add_argument("--lexical-feedback", type=int, metavar="K",
+                        help="lexical: Rocchio pseudo-relevance feedback in the teacher: each pseudo-query's "
+                        "vector moves towards the mean of the teacher's top K documents before its "
+                        "candidates are scored (default 0: off; K = 3 lifts the teacher by 0.012 nDCG@10 "
+                        "on real NFCorpus queries, but its student gained no more there and lost 0.012 "
+                        "on SciFact train)")
+    parser.add_argument("--lexical-feedback-weight", type=float, metavar="BETA",
+                        help="lexical: the weight of that mean vector (default 1)")
     parser.add_argument("--idf-pooling", type=float, nargs="?", const=1.0, metavar="POWER",
                         help="weigh each token of the mean pooling by its IDF in this corpus (divided by "
                         "the mean IDF, to POWER, default 1), so rare terms count more, in the trained model "
@@ -104,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         lexical_queries=args.lexical_queries, lexical_teacher=args.lexical_teacher,
         lexical_teacher_length=args.lexical_teacher_length, lexical_inbatch=args.lexical_inbatch,
         lexical_topic_batches=args.lexical_topic_batches, lexical_extra_queries=args.lexical_extra_queries,
+        lexical_feedback=args.lexical_feedback, lexical_feedback_weight=args.lexical_feedback_weight,
         idf_pooling=args.idf_pooling,
         precision=args.precision,
         **{"loop.epochs": args.epochs, "loop.lr": args.lr, "loop.seed": args.seed},

@@ -71,6 +71,8 @@ class PretrainConfig:
     lexical_inbatch: float = 0.0  # weight of in-batch distillation over every document of the batch
     lexical_topic_batches: bool = False  # batches of pseudo-queries on one topic (k-means)
     lexical_extra_queries: int = 0  # keyword queries per document taught by in-batch distillation only
+    lexical_feedback: int = 0  # Rocchio feedback in the teacher: from its top K documents (0: off)
+    lexical_feedback_weight: float = 1.0  # the weight of their mean vector
     idf_pooling: float = 0.0  # 0: the base's mean pooling; p > 0: tokens weighted by (IDF / mean)^p
     prop_mu: float = 100.0
     prop_mean_length: float = 3.0
@@ -119,6 +121,9 @@ class PretrainConfig:
         if self.lexical_extra_queries < 0 or (self.lexical_extra_queries and not self.lexical_inbatch):
             raise ConfigError(f"lexical_extra_queries ({self.lexical_extra_queries}) must be >= 0, and needs "
                               f"lexical_inbatch > 0: in-batch distillation is what teaches them")
+        if self.lexical_feedback < 0 or self.lexical_feedback_weight < 0:
+            raise ConfigError(f"lexical_feedback ({self.lexical_feedback}) and lexical_feedback_weight "
+                              f"({self.lexical_feedback_weight}) must be >= 0 (feedback 0: off)")
         if self.lexical_teacher_length is not None and self.lexical_teacher_length < 1:
             raise ConfigError(f"lexical_teacher_length must be positive, got {self.lexical_teacher_length}")
         if self.idf_pooling < 0:
@@ -231,6 +236,8 @@ def pretrain(config: PretrainConfig, *, progress: bool = True, stop_after: int |
                                  weight=config.lexical_weight, temperature=config.temperature,
                                  depth=config.lexical_depth,
                                  max_length=config.lexical_teacher_length or config.max_length,
+                                 feedback=config.lexical_feedback,
+                                 feedback_weight=config.lexical_feedback_weight,
                                  work_dir=work_dir / "teacher", progress=progress)
 
     cache: dict[int, list[tuple[str, list[Any], int]]] = {}

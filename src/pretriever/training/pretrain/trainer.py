@@ -81,6 +81,7 @@ class PretrainConfig:
     mae_encoder_rate: float = 0.3
     mae_decoder_rate: float = 0.5
     precision: str = "auto"
+    grad_cache: int = 0  # ict, bfs, cropping, lexical: embed CHUNK texts at a time (GradCache; 0: off)
     device: str | None = None
 
     def __post_init__(self) -> None:
@@ -128,6 +129,8 @@ class PretrainConfig:
             raise ConfigError(f"lexical_teacher_length must be positive, got {self.lexical_teacher_length}")
         if self.idf_pooling < 0:
             raise ConfigError(f"idf_pooling must be 0 (off) or a positive power, got {self.idf_pooling}")
+        if self.grad_cache < 0:
+            raise ConfigError(f"grad_cache is a chunk size >= 0 (0: off), got {self.grad_cache}")
         if self.passage_words < 1:
             raise ConfigError(f"passage_words must be at least 1, got {self.passage_words}")
         for name in ("temperature", "prop_mu", "prop_mean_length"):
@@ -317,43 +320,60 @@ def pretrain(config: PretrainConfig, *, progress: bool = True, stop_after: int |
         v = output["sentence_embedding"]
         return torch.nn.functional.normalize(v, dim=-1) if normalize else v
 
+    def embedder(max_length: int) -> Callable[[list[str]], Any]:
+        return lambda texts: embed(st, texts, max_length, normalize=normalize)
+
+    def embedded_loss(groups: list[tuple[Callable[[list[str]], Any], list[str]]],
+                      loss_of: Callable[[list[Any]], Any]) -> Any:
+        """``loss_of`` the embeddings of each group; with ``grad_cache``, computed a chunk at a time
+        (the gradient is back-propagated here and the loss returned detached)."""
+        if config.grad_cache:
+            from pretriever.training.grad_cache import cached_backward
+
+            return cached_backward(groups, loss_of, config.grad_cache, device)
+        return loss_of([encode(texts) for encode, texts in groups])
+
     def loss_fn(batch: tuple[str, list[Any], int], progress_epochs: float) -> Any:
         task, examples, seed = batch
         generator = torch.Generator().manual_seed(seed)
         if task in CONTRASTIVE:
             doc_prompt = prompts["document"]
             query_prompt = doc_prompt if task == "cropping" else prompts["query"]
-            q = embed(st, [query_prompt + ex.query for ex in examples], config.query_max_length
-                      if task != "cropping" else config.max_length, normalize=normalize)
+            queries = (embedder(config.max_length if task == "cropping" else config.query_max_length),
+                       [query_prompt + ex.query for ex in examples])
             doc_texts = [doc_prompt + ex.positive for ex in examples]
             if "queue" in heads and task == "cropping":
                 queue = model.heads["queue"]
                 with torch.no_grad():
                     keys = embed(queue.encoder, doc_texts, config.max_length, normalize=normalize)
-                loss = infonce(q, torch.cat([keys, queue.negatives().to(keys.dtype)]), config.temperature,
-                               group=1)
+                negatives = torch.cat([keys, queue.negatives().to(keys.dtype)])
+                loss = embedded_loss([queries], lambda reps: infonce(reps[0], negatives, config.temperature,
+                                                                     group=1))
                 queue.push(keys)
                 return loss
-            d = embed(st, doc_texts, config.max_length, normalize=normalize)
-            return infonce(q, d, config.temperature, group=1)
+            return embedded_loss([queries, (embedder(config.max_length), doc_texts)],
+                                 lambda reps: infonce(*reps, config.temperature, group=1))
         if task == "lexical":
-            q = embed(st, [prompts["query"] + ex.query for ex in examples], config.query_max_length,
-                      normalize=normalize)
-            d = embed(st, [prompts["document"] + t for ex in examples for t in ex.documents],
-                      config.max_length, normalize=normalize)
-            teacher_scores = torch.tensor([ex.scores for ex in examples], device=q.device)
-            loss = margin_mse(q, d, teacher_scores, config.temperature)
-            if config.lexical_inbatch:  # every distinct document of the batch, scored by the teacher
+            teacher_scores = torch.tensor([ex.scores for ex in examples], device=device)
+            rows, every, keep = examples, None, []
+            if config.lexical_inbatch:  # every distinct document of the batch, scored by the teacher,
+                rows = [*examples, *(x for ex in examples for x in ex.extra)]  # extra queries last
                 ids = [doc for ex in examples for doc in ex.doc_ids]
                 first = {doc: j for j, doc in reversed(list(enumerate(ids)))}
                 keep = sorted(first.values())
-                rows = [*examples, *(x for ex in examples for x in ex.extra)]
-                if len(rows) > len(examples):
-                    q = torch.cat([q, embed(st, [prompts["query"] + x.query for x in rows[len(examples):]],
-                                            config.query_max_length, normalize=normalize)])
-                every = torch.tensor(teacher.batch_scores(rows, [ids[j] for j in keep]), device=q.device)
-                loss = loss + config.lexical_inbatch * inbatch_kl(q, d[keep], every, config.temperature)
-            return loss
+                every = torch.tensor(teacher.batch_scores(rows, [ids[j] for j in keep]), device=device)
+
+            def lexical_loss(reps: list[Any]) -> Any:
+                q, d = reps
+                loss = margin_mse(q[: len(examples)], d, teacher_scores, config.temperature)
+                if every is not None:
+                    loss = loss + config.lexical_inbatch * inbatch_kl(q, d[keep], every, config.temperature)
+                return loss
+
+            texts = [prompts["query"] + x.query for x in rows]
+            documents = [prompts["document"] + t for ex in examples for t in ex.documents]
+            return embedded_loss([(embedder(config.query_max_length), texts),
+                                  (embedder(config.max_length), documents)], lexical_loss)
         if task == "prop":
             from pretriever.training.pretrain.prop import rop_loss
 

@@ -378,6 +378,9 @@ def test_grad_cache_pretrains_as_the_whole_batch_does(corpus_only: Path, tmp_pat
             assert torch.allclose(chunked[key], value, atol=1e-5), key
     with pytest.raises(ConfigError, match="grad_cache"):
         PretrainConfig(dataset="x", out="y", tasks="lexical", grad_cache=-1)
+    with pytest.raises(ConfigError, match="grad_cache applies to ict"):  # would silently do nothing
+        PretrainConfig(dataset="x", out="y", tasks="prop,dupmae", grad_cache=8)
+    PretrainConfig(dataset="x", out="y", tasks="retromae,cropping", grad_cache=8)  # cropping uses it
 
 
 def test_no_task_reads_queries_or_qrels(corpus_only: Path, tmp_path: Path, monkeypatch) -> None:

@@ -29,6 +29,7 @@ from pretriever.errors import ConfigError, PretrieverError
 from pretriever.training.batching import unique_query_batches
 from pretriever.training.config import to_dict
 from pretriever.training.embedding import embed as embed_texts
+from pretriever.training.grad_cache import embedded_loss
 from pretriever.training.loop import LoopConfig, LoopResult, autocast_dtype, train_loop
 from pretriever.training.lora import LoraConfig
 from pretriever.training.negatives.static import Example, NegativeConfig, build_examples
@@ -304,14 +305,9 @@ def train(config: TrainConfig, *, progress: bool = True, stop_after: int | None 
         everyone = [ex for rank in range(world.size) for ex in full[rank :: world.size]]  # gathered order
         q_texts = [prompts["query"] + queries[ex.query_id] for ex in batch]
         d_texts = [prompts["document"] + texts[doc] for doc in batch_docs(batch)]
-        if config.grad_cache:
-            from pretriever.training.grad_cache import cached_backward
-
-            return cached_backward([(lambda t: embed(t, config.query_max_length), q_texts),
-                                    (lambda t: embed(t, config.max_length), d_texts)],
-                                   lambda reps: batch_loss(batch, *reps, everyone), config.grad_cache, device)
-        return batch_loss(batch, embed(q_texts, config.query_max_length), embed(d_texts, config.max_length),
-                          everyone)
+        return embedded_loss([(lambda t: embed(t, config.query_max_length), q_texts),
+                              (lambda t: embed(t, config.max_length), d_texts)],
+                             lambda reps: batch_loss(batch, *reps, everyone), config.grad_cache, device)
 
     dtype = autocast_dtype(config.precision, device)
     evaluate_fn = None

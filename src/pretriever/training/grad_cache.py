@@ -58,3 +58,13 @@ def cached_backward(groups: Sequence[tuple[Callable[[list[str]], Any], list[str]
             encode(texts[start : start + chunk]).backward(rep.grad[start : start + chunk])
     _set_rng_state(after)
     return loss.detach()
+
+
+def embedded_loss(groups: Sequence[tuple[Callable[[list[str]], Any], list[str]]],
+                  loss_of: Callable[[list[Any]], Any], chunk: int, device: str = "cpu") -> Any:
+    """``loss_of([embeddings of each group])``: the whole batch at once when ``chunk`` is 0, else
+    through ``cached_backward`` (gradients already accumulated, the loss returned detached; the
+    training loop skips its own backward for such a loss)."""
+    if chunk:
+        return cached_backward(groups, loss_of, chunk, device)
+    return loss_of([encode(texts) for encode, texts in groups])

@@ -22,6 +22,7 @@ import numpy as np
 from pretriever.data.dataset import load_dataset
 from pretriever.errors import ConfigError, PretrieverError
 from pretriever.training.config import to_dict
+from pretriever.training.grad_cache import embedded_loss
 from pretriever.training.loop import LoopConfig, LoopResult, autocast_dtype, train_loop
 from pretriever.training.pretrain._text import Doc, rng_for
 from pretriever.training.pretrain.lexical import DEFAULT_QUERY_KINDS, QUERY_KINDS
@@ -131,6 +132,10 @@ class PretrainConfig:
             raise ConfigError(f"idf_pooling must be 0 (off) or a positive power, got {self.idf_pooling}")
         if self.grad_cache < 0:
             raise ConfigError(f"grad_cache is a chunk size >= 0 (0: off), got {self.grad_cache}")
+        if self.grad_cache and not set(self.task_list) & {*CONTRASTIVE, "lexical"}:
+            raise ConfigError(f"grad_cache applies to {', '.join((*CONTRASTIVE, 'lexical'))}; none of "
+                              f"tasks {self.tasks!r} embeds a batch it could split (they score tokens, "
+                              f"not embeddings): drop grad_cache or lower batch_size to save memory")
         if self.passage_words < 1:
             raise ConfigError(f"passage_words must be at least 1, got {self.passage_words}")
         for name in ("temperature", "prop_mu", "prop_mean_length"):
@@ -323,16 +328,6 @@ def pretrain(config: PretrainConfig, *, progress: bool = True, stop_after: int |
     def embedder(max_length: int) -> Callable[[list[str]], Any]:
         return lambda texts: embed(st, texts, max_length, normalize=normalize)
 
-    def embedded_loss(groups: list[tuple[Callable[[list[str]], Any], list[str]]],
-                      loss_of: Callable[[list[Any]], Any]) -> Any:
-        """``loss_of`` the embeddings of each group; with ``grad_cache``, computed a chunk at a time
-        (the gradient is back-propagated here and the loss returned detached)."""
-        if config.grad_cache:
-            from pretriever.training.grad_cache import cached_backward
-
-            return cached_backward(groups, loss_of, config.grad_cache, device)
-        return loss_of([encode(texts) for encode, texts in groups])
-
     def loss_fn(batch: tuple[str, list[Any], int], progress_epochs: float) -> Any:
         task, examples, seed = batch
         generator = torch.Generator().manual_seed(seed)
@@ -348,11 +343,12 @@ def pretrain(config: PretrainConfig, *, progress: bool = True, stop_after: int |
                     keys = embed(queue.encoder, doc_texts, config.max_length, normalize=normalize)
                 negatives = torch.cat([keys, queue.negatives().to(keys.dtype)])
                 loss = embedded_loss([queries], lambda reps: infonce(reps[0], negatives, config.temperature,
-                                                                     group=1))
+                                                                     group=1), config.grad_cache, device)
                 queue.push(keys)
                 return loss
             return embedded_loss([queries, (embedder(config.max_length), doc_texts)],
-                                 lambda reps: infonce(*reps, config.temperature, group=1))
+                                 lambda reps: infonce(*reps, config.temperature, group=1),
+                                 config.grad_cache, device)
         if task == "lexical":
             teacher_scores = torch.tensor([ex.scores for ex in examples], device=device)
             rows, every, keep = examples, None, []
@@ -373,7 +369,8 @@ def pretrain(config: PretrainConfig, *, progress: bool = True, stop_after: int |
             texts = [prompts["query"] + x.query for x in rows]
             documents = [prompts["document"] + t for ex in examples for t in ex.documents]
             return embedded_loss([(embedder(config.query_max_length), texts),
-                                  (embedder(config.max_length), documents)], lexical_loss)
+                                  (embedder(config.max_length), documents)],
+                                 lexical_loss, config.grad_cache, device)
         if task == "prop":
             from pretriever.training.pretrain.prop import rop_loss
 

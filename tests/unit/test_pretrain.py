@@ -7,6 +7,7 @@ import json
 import math
 import shutil
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -356,12 +357,20 @@ def test_grad_cache_pretrains_as_the_whole_batch_does(corpus_only: Path, tmp_pat
     settings.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     (base / "config.json").write_text(json.dumps(settings))
 
+    from pretriever.training.pretrain import trainer
+
+    monkeypatch.setattr(trainer, "_memory_gb", lambda device: 1e-6)  # any lexical batch is too big here
+    messages: list[str] = []
+
     def run(out: str, tasks: str, chunk: int) -> tuple[int, dict[str, Any]]:
         config = PretrainConfig(dataset=str(corpus_only), out=str(tmp_path / out), tasks=tasks,
                                 base=str(base), batch_size=4, max_length=32, lexical_negatives=2,
                                 lexical_depth=5, lexical_inbatch=1.0, precision="float32", grad_cache=chunk,
                                 loop=LoopConfig(lr=1e-4))
-        steps = pretrain(config, progress=False).loop.steps
+        messages.clear()
+        steps = pretrain(config, progress=False, log=messages.append).loop.steps
+        advised = any("--grad-cache 32" in m for m in messages)
+        assert advised == (tasks == "lexical" and not chunk), messages  # only where it would help
         return steps, load_file(str(tmp_path / out / "model.safetensors"))
 
     start = load_file(str(base / "model.safetensors"))
@@ -381,6 +390,15 @@ def test_grad_cache_pretrains_as_the_whole_batch_does(corpus_only: Path, tmp_pat
     with pytest.raises(ConfigError, match="grad_cache applies to ict"):  # would silently do nothing
         PretrainConfig(dataset="x", out="y", tasks="prop,dupmae", grad_cache=8)
     PretrainConfig(dataset="x", out="y", tasks="retromae,cropping", grad_cache=8)  # cropping uses it
+
+
+def test_lexical_step_memory_scales_from_the_measured_run() -> None:
+    from pretriever.training.pretrain.trainer import lexical_step_gb
+
+    measured = PretrainConfig(dataset="x", out="y", tasks="lexical", lexical_negatives=15)  # 32 x 16 x 128
+    assert lexical_step_gb(measured) == pytest.approx(23.5)
+    assert lexical_step_gb(replace(measured, lexical_negatives=7)) == pytest.approx(11.75)
+    assert lexical_step_gb(measured, layers=12, width=768) == pytest.approx(94.0)  # a base-size model
 
 
 def test_no_task_reads_queries_or_qrels(corpus_only: Path, tmp_path: Path, monkeypatch) -> None:

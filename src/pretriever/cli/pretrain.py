@@ -97,8 +97,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="ict, bfs, cropping, lexical: embed a batch CHUNK texts at a time (GradCache), "
                         "so memory stays that of a chunk (same gradient, about 1.3x the compute; default 0: "
                         "off). lexical embeds 8 documents per example: at --max-length 256 a batch of 32 "
-                        "ran out of 24 GB without it. prop and the MAE tasks keep their whole batch; "
-                        "refused when no task given uses it")
+                        "ran out of 24 GB without it, and pretrain warns when a step looks too big. prop "
+                        "and the MAE tasks keep their whole batch; refused when no task given uses it")
     parser.add_argument("--precision", choices=["auto", "float32", "bfloat16"],
                         help="training precision (default auto: bf16 autocast where native)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")

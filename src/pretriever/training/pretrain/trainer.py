@@ -201,6 +201,31 @@ def task_examples(task: str, docs: list[Doc], config: PretrainConfig, epoch: int
     return [doc for doc in docs if doc.full.strip()]  # retromae / dupmae: the texts themselves
 
 
+# One lexical step without GradCache, CPU, fp32, MiniLM (384 wide, 6 layers): 32 examples x 16
+# documents x 128 tokens = 65,536 document tokens peaked at 23.5 GB (benchmarks/RESULTS.md).
+_GB_PER_TOKEN_LAYER_WIDTH = 23.5 / (65_536 * 6 * 384)
+
+
+def lexical_step_gb(config: PretrainConfig, layers: int = 6, width: int = 384) -> float:
+    """Roughly the memory of one lexical step without GradCache: activations grow with the document
+    tokens a step embeds and with the model's depth and width (scaled from one measurement)."""
+    tokens = config.batch_size * (config.lexical_negatives + 1) * config.max_length
+    return tokens * layers * width * _GB_PER_TOKEN_LAYER_WIDTH
+
+
+def _memory_gb(device: str) -> float | None:
+    """The RAM (CPU) or GPU memory this run has, None where it cannot be told."""
+    import os
+
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_properties(torch.device(device)).total_memory / 2**30
+    if device == "cpu" and hasattr(os, "sysconf"):
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return None
+
+
 def pretrain(config: PretrainConfig, *, progress: bool = True, stop_after: int | None = None,
              overwrite: bool = False, work: str | Path | None = None,
              log: Callable[[str], None] | None = None) -> PretrainReport:
@@ -288,6 +313,14 @@ def pretrain(config: PretrainConfig, *, progress: bool = True, stop_after: int |
     device = str(st.device)
     prompts, normalize = encoder.prompts, encoder.normalize
     transformer = st[0].auto_model
+    if "lexical" in tasks and not config.grad_cache and log is not None:
+        need = lexical_step_gb(config, transformer.config.num_hidden_layers, transformer.config.hidden_size)
+        have = _memory_gb(device)
+        if have and need > 0.6 * have:  # the 256-token run that the OOM killer stopped needed about this
+            log(f"a lexical step embeds {config.batch_size * (config.lexical_negatives + 1)} documents of "
+                f"up to {config.max_length} tokens: about {need:.0f} GB without GradCache, and this "
+                f"{device} has {have:.0f} GB. Pass --grad-cache 32 (same gradient, a chunk's memory) "
+                f"if it runs out of memory")
     heads: dict[str, Any] = {}
     if any(t in MASKED for t in tasks):
         heads["mlm"] = mlm_head(transformer.get_input_embeddings())

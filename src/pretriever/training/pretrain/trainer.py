@@ -202,7 +202,7 @@ def task_examples(task: str, docs: list[Doc], config: PretrainConfig, epoch: int
 
 
 # One lexical step without GradCache, CPU, fp32, MiniLM (384 wide, 6 layers): 32 examples x 16
-# documents x 128 tokens = 65,536 document tokens peaked at 23.5 GB (benchmarks/RESULTS.md).
+# documents x 128 tokens = 65,536 document tokens peaked at 23.5 GB, 1e9 bytes (benchmarks/RESULTS.md).
 _GB_PER_TOKEN_LAYER_WIDTH = 23.5 / (65_536 * 6 * 384)
 
 
@@ -220,9 +220,9 @@ def _memory_gb(device: str) -> float | None:
     import torch
 
     if device.startswith("cuda"):
-        return torch.cuda.get_device_properties(torch.device(device)).total_memory / 2**30
+        return torch.cuda.get_device_properties(torch.device(device)).total_memory / 1e9
     if device == "cpu" and hasattr(os, "sysconf"):
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
     return None
 
 
@@ -316,7 +316,7 @@ def pretrain(config: PretrainConfig, *, progress: bool = True, stop_after: int |
     if "lexical" in tasks and not config.grad_cache and log is not None:
         need = lexical_step_gb(config, transformer.config.num_hidden_layers, transformer.config.hidden_size)
         have = _memory_gb(device)
-        if have and need > 0.6 * have:  # the 256-token run that the OOM killer stopped needed about this
+        if have and need > 0.6 * have:  # a rough estimate on a machine shared with the OS: warn early
             log(f"a lexical step embeds {config.batch_size * (config.lexical_negatives + 1)} documents of "
                 f"up to {config.max_length} tokens: about {need:.0f} GB without GradCache, and this "
                 f"{device} has {have:.0f} GB. Pass --grad-cache 32 (same gradient, a chunk's memory) "

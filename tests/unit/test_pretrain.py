@@ -233,6 +233,27 @@ def test_bag_of_words_loss_rewards_the_input_words() -> None:
     assert torch.isclose(bow_loss(head, noisy, ids, content), bow_loss(head, on_input, ids, content))
 
 
+def test_topic_pseudo_queries_are_shared_title_terms_the_document_repeats() -> None:
+    from pretriever.training.pretrain.lexical import pseudo_queries, topic_terms
+
+    # "irritable bowel" is in 6 of 40 documents, twice in each; "nationwide" in the same 6, but
+    # once in each; "peppermint" in one document only; "patients" in every one
+    docs = [Doc(f"d{i}", "Nationwide irritable bowel study of peppermint" if i == 0 else
+                "Nationwide irritable bowel study" if i < 6 else f"Trial {i}",
+                ("Patients with irritable bowel improved." if i < 6 else f"Patients saw item {i}, item {i}.")
+                + (" Peppermint helped." if i == 0 else "")) for i in range(40)]
+    terms = topic_terms({d.id: d.full for d in docs}, min_df=5, max_share=0.2)
+    assert {"irritable bowel", "nationwide", "irritable", "bowel", "bowel study"} <= terms
+    assert not {"peppermint", "patients", "item"} & terms
+    for seed in range(5):
+        queries = pseudo_queries(docs[:6], kinds=("topic",), seed=seed, topics=terms)
+        assert len(queries) == 6 and set(queries.values()) <= {"irritable bowel", "irritable", "bowel"}
+    assert not pseudo_queries(docs[6:], kinds=("topic",), topics=terms)  # no topic: no pseudo-query
+    # without ``topics`` they are counted on the documents given
+    assert pseudo_queries(docs, kinds=("topic",), seed=1) == pseudo_queries(
+        docs, kinds=("topic",), seed=1, topics=topic_terms({d.id: d.full for d in docs}))
+
+
 def test_lexical_teacher_adds_bm25_to_the_starting_model(tmp_path: Path) -> None:
     from pretriever.data.corpus import Corpus
     from pretriever.encoders.dense import DenseEncoder

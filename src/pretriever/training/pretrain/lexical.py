@@ -30,7 +30,8 @@ a stronger teacher on real NFCorpus queries that did not make a stronger student
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,7 @@ class ScoredList:
         return tuple(self.scores[0] - s for s in self.scores[1:])
 
 
-QUERY_KINDS = ("title", "sentence", "keywords")
+QUERY_KINDS = ("title", "sentence", "keywords", "topic")
 DEFAULT_QUERY_KINDS = ("title", "sentence")
 _TOKEN = re.compile(r"[\w'\-]+|[^\w\s]")
 
@@ -90,18 +91,33 @@ def keyword_spans(text: str) -> list[str]:
     return spans
 
 
+def topic_terms(texts: Mapping[str, str], *, min_df: int = 5, max_share: float = 0.05) -> frozenset[str]:
+    """Keyword spans (lower-cased) that at least ``min_df`` documents of ``texts`` share and at most
+    ``max_share`` of them: topic terms such as "breast cancer" or "statin". A query on one has many
+    documents to rank, as a real topical query does; a rarer span of a title mostly has its own
+    document alone, a commoner one is no topic ("patients")."""
+    df = Counter(s for d in texts for s in {k.lower() for k in keyword_spans(texts[d])})
+    most = max(min_df, max_share * len(texts))
+    return frozenset(s for s, n in df.items() if min_df <= n <= most)
+
+
 def pseudo_queries(docs: Sequence[Doc], *, kinds: Sequence[str] = DEFAULT_QUERY_KINDS, seed: int = 42,
-                   epoch: int = 0) -> dict[str, str]:
+                   epoch: int = 0, topics: frozenset[str] | None = None) -> dict[str, str]:
     """Document id -> a pseudo-query of one of ``kinds``, drawn uniformly among those the document
-    has: its title, one of its sentences, or keywords (1-3 consecutive content words of the title,
-    else of the first sentence)."""
+    has: its title, one of its sentences, keywords (1-3 consecutive content words of the title,
+    else of the first sentence) or a topic (such keywords among ``topics``, ``topic_terms`` of the
+    whole corpus, of ``docs`` when not given, that the document uses twice)."""
     rng = rng_for(seed, epoch, "lexical")
+    if topics is None and "topic" in kinds:
+        topics = topic_terms({doc.id: doc.full for doc in docs})
     out = {}
     for doc in docs:
         parts = sentences(doc.text)
         title = doc.title.strip()
-        keywords = keyword_spans(title or (parts[0] if parts else "")) if "keywords" in kinds else []
-        found = (("title", title), ("sentence", parts), ("keywords", keywords))
+        keywords = (keyword_spans(title or (parts[0] if parts else ""))
+                    if {"keywords", "topic"} & set(kinds) else [])
+        on_topic = _on_topic(keywords, doc.full, topics) if "topic" in kinds and topics else []
+        found = (("title", title), ("sentence", parts), ("keywords", keywords), ("topic", on_topic))
         have = [kind for kind, ok in found if ok and kind in kinds]
         if not have:
             continue
@@ -111,8 +127,17 @@ def pseudo_queries(docs: Sequence[Doc], *, kinds: Sequence[str] = DEFAULT_QUERY_
         elif kind == "sentence":
             out[doc.id] = parts[int(rng.integers(len(parts)))]
         else:
-            out[doc.id] = keywords[int(rng.integers(len(keywords)))]
+            spans = keywords if kind == "keywords" else on_topic
+            out[doc.id] = spans[int(rng.integers(len(spans)))]
     return out
+
+
+def _on_topic(keywords: Sequence[str], text: str, topics: frozenset[str]) -> list[str]:
+    """The ``keywords`` (lower-cased) that are ``topics`` and that ``text`` uses at least twice:
+    what the document is about ("irritable bowel"), not a word its title happens to hold
+    ("nationwide")."""
+    counts = Counter(k.lower() for k in keyword_spans(text))
+    return sorted(k for k in {k.lower() for k in keywords} & topics if counts[k] >= 2)
 
 
 class LexicalTeacher:
@@ -136,6 +161,13 @@ class LexicalTeacher:
         self.dense = FlatIndex(self.encoder, progress=progress, work_dir=work_dir).build(corpus)
         self.vectors = np.asarray(self.dense.vectors, dtype=np.float32)
         self.row = {d: i for i, d in enumerate(self.ids)}
+        self._topics: frozenset[str] | None = None
+
+    def topics(self) -> frozenset[str]:
+        """``topic_terms`` of the whole corpus (counted once: pseudo-queries are drawn per epoch)."""
+        if self._topics is None:
+            self._topics = topic_terms(self.texts)
+        return self._topics
 
     def scores(self, queries: dict[str, str], exclude: dict[str, str] | None = None,
                ) -> dict[str, dict[str, float]]:
@@ -232,7 +264,8 @@ def lexical_lists(docs: Sequence[Doc], teacher: LexicalTeacher, *, negatives: in
     """One example per document with a pseudo-query and at least ``1 + negatives`` candidates
     (``drop_source``: not counting the document the pseudo-query was drawn from), and ``extra``
     keyword queries of the same document for in-batch distillation."""
-    queries = pseudo_queries(docs, kinds=kinds, seed=seed, epoch=epoch)
+    queries = pseudo_queries(docs, kinds=kinds, seed=seed, epoch=epoch,
+                             topics=teacher.topics() if "topic" in kinds else None)
     exclude = {d: d for d in queries} if drop_source else None
     scored, vectors, parts = teacher.scores_and_parts(queries, exclude)
     more: dict[str, list[TeacherQuery]] = {}

@@ -59,9 +59,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="lexical: leave the document a pseudo-query was drawn from out of its "
                         "candidates")
     parser.add_argument("--lexical-queries", help="lexical: pseudo-query kinds, comma-separated among title, "
-                        "sentence, keywords (1-3 content words of the title), topic (such words that 5 "
-                        "to 5%% of the documents share and the document repeats, e.g. 'irritable "
-                        "bowel'); default title,sentence")
+                        "sentence, keywords (1-3 content words of the title), topic (such words that at "
+                        "least 5 documents and at most 5%% of them share, and the document repeats, e.g. "
+                        "'irritable bowel'); default title,sentence")
     parser.add_argument("--lexical-teacher", choices=["start", "base"],
                         help="lexical: the teacher's dense part: start (default: the model training starts "
                         "from, IDF-pooled with --idf-pooling) or base (the --base model as given)")

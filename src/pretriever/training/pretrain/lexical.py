@@ -4,9 +4,9 @@ Spar (Chen et al. 2022, "Salient Phrase Aware Dense Retrieval: Can a Dense Retri
 Sparse One?") trains a dense model to imitate BM25 on pseudo-queries drawn from the corpus. Here
 the teacher is the starting model plus BM25, so what is learned is the lexical part the dense
 model misses (rare terms, names, numbers) while its semantic part is kept: pseudo-queries are a
-document's title, one of its sentences or (optionally) a few keywords of its title, drawn per
-document and epoch; the candidates are
-the top ``depth`` of BM25 and of the starting model, and each candidate's teacher score is
+document's title, one of its sentences or (optionally) a few keywords of its title, or a topic
+term of its title that other documents share, drawn per document and epoch; the candidates are the
+top ``depth`` of BM25 and of the starting model, and each candidate's teacher score is
 
     cos(q, d) / temperature + weight * bm25(q, d) / max over the query's candidates of bm25
 

@@ -473,6 +473,10 @@ def test_tasks_that_find_nothing_say_why(tmp_path: Path) -> None:
     config = PretrainConfig(dataset=str(folder), out=str(tmp_path / "m"), tasks="ict", batch_size=2)
     with pytest.raises(ConfigError, match="ICT needs documents of at least two sentences"):
         pretrain(config, progress=False)
+    # candidates enough (6 >= 1 + 2), but every word is in all six documents: no topic term
+    topics = replace(config, tasks="lexical", lexical_queries="topic", lexical_negatives=2)
+    with pytest.raises(ConfigError, match=r"lexical needs .* or a topic: title words at least 5 documents"):
+        pretrain(topics, progress=False)
 
 
 def test_config_refuses_unknown_or_overlapping_tasks(corpus_only: Path) -> None:

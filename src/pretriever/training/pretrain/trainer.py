@@ -34,8 +34,9 @@ NEEDS = {
     "ict": "ICT needs documents of at least two sentences within passage_words words",
     "bfs": "BFS needs documents with a title and a body, or at least two sentences",
     "cropping": "cropping needs documents of at least 8 words",
-    "lexical": "lexical needs documents with a title or a sentence, and 1 + lexical_negatives candidates "
-               "for each",
+    "lexical": "lexical needs documents with a pseudo-query of a kind in lexical_queries (a title, a "
+               "sentence, title keywords, or a topic: title words at least 5 documents share and the "
+               "document repeats), and 1 + lexical_negatives candidates for each",
     "prop": "PROP needs documents of at least 5 content words",
     "retromae": "RetroMAE needs non-empty documents",
     "dupmae": "DupMAE needs non-empty documents",

@@ -48,6 +48,26 @@ def test_backends_agree_with_fp32(minilm, adi, backend: str, precision: str) -> 
     assert _cosines(vectors, reference).mean() >= 0.9999
 
 
+def test_conversion_keeps_quiet_about_a_training_loss(minilm) -> None:
+    """Tracing probes the module's ``loss_function``; transformers then warns (once per process)
+    that the model 'uses ForCausalLMLoss', which is false for an embedder and must not reach users."""
+    import logging
+
+    import transformers.utils.logging  # noqa: F401 (it adds Logger.warning_once)
+
+    logging.Logger.warning_once.cache_clear()  # transformers' once-per-process memory
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    source = logging.getLogger("transformers.modeling_utils")
+    source.addHandler(handler)
+    try:
+        ovmod.convert(copy.deepcopy(minilm.st[0].auto_model), minilm.st.tokenizer, 32)
+    finally:
+        source.removeHandler(handler)
+    assert not [message for message in seen if "loss_type" in message]
+
+
 def test_auto_resolution(monkeypatch: pytest.MonkeyPatch, int8_model: Path) -> None:
     monkeypatch.setattr(ovmod, "cpu_has_bf16", lambda: True)
     assert DenseEncoder("minilm").resolved == ("openvino", "bfloat16")

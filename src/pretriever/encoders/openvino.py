@@ -14,9 +14,10 @@ folder's Pooling config exactly as sentence-transformers does.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,23 @@ def pool(hidden: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
     raise ConfigError(f"pooling '{mode}' is not supported by the OpenVINO backend; use backend='torch'")
 
 
+@contextlib.contextmanager
+def _no_loss_note() -> Iterator[None]:
+    """Drop transformers' note "`loss_type=None` ... Using the default loss: `ForCausalLMLoss`"
+    while tracing. The tracer probes every attribute of the module, ``loss_function`` among them,
+    and the note would tell a user who is only encoding that an embedder trains as a language model."""
+    source = logging.getLogger("transformers.modeling_utils")
+
+    def note(record: logging.LogRecord) -> bool:
+        return "loss_type=" not in record.getMessage()
+
+    source.addFilter(note)
+    try:
+        yield
+    finally:
+        source.removeFilter(note)
+
+
 def convert(module: Any, tokenizer: Any, max_length: int) -> Any:
     """Convert a transformers module (a bi-encoder's transformer, or a cross-encoder's sequence
     classifier) to an OpenVINO model (f32) with dynamic batch and sequence axes."""
@@ -100,7 +118,7 @@ def convert(module: Any, tokenizer: Any, max_length: int) -> Any:
     example = tokenizer(["an example", "a second, longer example sentence"], ["a pair", "b"],
                         padding=True, truncation=True, max_length=max_length, return_tensors="pt")
     module = module.float().eval()
-    with warnings.catch_warnings(), torch.inference_mode():
+    with warnings.catch_warnings(), torch.inference_mode(), _no_loss_note():
         warnings.simplefilter("ignore")  # tracer notes about python booleans: shapes stay dynamic
         model = ov.convert_model(module, example_input=dict(example))
     for port in model.inputs:

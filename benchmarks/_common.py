@@ -8,6 +8,7 @@ import platform
 import shlex
 import sys
 import tempfile
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,30 @@ def append_results(section: str) -> None:
 def selection_split(dataset: Any) -> str:
     """The split a setting may be chosen on: dev where the dataset has one, else train (SciFact)."""
     return "dev" if "dev" in dataset.splits else "train"
+
+
+def delta_rows(dataset: str, selection: str, results: dict[str, tuple[Any, Any]], baseline: str) -> list[str]:
+    """Rows of a "selection split / test / Δ test (p)" table, one per setting of ``results``
+    (label -> its selection-split and test ``Evaluation``); Δ and p on test are against
+    ``baseline`` (paired randomization test)."""
+    from pretriever.evaluation import compare
+
+    rows = []
+    for label, (sel, test) in results.items():
+        cmp = None if label == baseline else compare([results[baseline][1], test], "nDCG@10")[0]
+        rows.append(f"| {dataset} | {label} | {selection} {sel.metrics['nDCG@10']:.4f} | "
+                    f"{test.metrics['nDCG@10']:.4f} | "
+                    + (f"{cmp.delta:+.4f} (p={cmp.p_value:.3f}) |" if cmp else " |"))
+    return rows
+
+
+def delta_section(title: str, libraries: tuple[str, ...], intro: str, setting: str, rows: list[str]) -> str:
+    """A dated RESULTS.md section holding a table of ``delta_rows`` (``setting``: its second column)."""
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return "\n".join([
+        f"## {title} ({stamp})", "", machine_line(libraries), "", intro, "",
+        f"| dataset | {setting} | selection split nDCG@10 | test nDCG@10 | Δ test (p) |",
+        "|---|---|---:|---:|---:|", *rows, ""])
 
 
 def split_evaluations(dataset: Any, encoder: Any, splits: list[str], metrics: list[str],

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 
-from _common import append_results, machine_line, selection_split, split_evaluations
+from _common import append_results, delta_rows, delta_section, selection_split, split_evaluations
 
 
 def main() -> None:
@@ -30,7 +29,6 @@ def main() -> None:
     from pretriever.data import load_dataset
     from pretriever.encoders.dense import DenseEncoder
     from pretriever.encoders.idf_pooling import save_idf_pooled
-    from pretriever.evaluation import compare
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="idf-pooling-") as tmp:
@@ -43,23 +41,16 @@ def main() -> None:
                 if power:
                     model = save_idf_pooled(model, dataset.corpus.contents(), Path(tmp) / f"{name}-{power}",
                                             power=power)
-                runs[power] = tuple(split_evaluations(dataset, DenseEncoder(model), [selection, "test"],
+                label = f"IDF^{power:g}" if power else "off the shelf"
+                runs[label] = tuple(split_evaluations(dataset, DenseEncoder(model), [selection, "test"],
                                                       ["nDCG@10"], name=f"{name}-{power}"))
-                print(name, power, [round(e.metrics["nDCG@10"], 4) for e in runs[power]], flush=True)
-            for power, (sel, test) in runs.items():
-                cmp = compare([runs[0.0][1], test], "nDCG@10")[0] if power else None
-                rows.append(f"| {name} | {'off the shelf' if not power else f'IDF^{power:g}'} | {selection} "
-                            f"{sel.metrics['nDCG@10']:.4f} | {test.metrics['nDCG@10']:.4f} | "
-                            + (f"{cmp.delta:+.4f} (p={cmp.p_value:.3f}) |" if cmp else " |"))
+                print(name, power, [round(e.metrics["nDCG@10"], 4) for e in runs[label]], flush=True)
+            rows += delta_rows(name, selection, runs, "off the shelf")
 
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    section = "\n".join([
-        f"## IDF pooling alone, no training ({stamp})", "",
-        machine_line(("torch", "sentence-transformers", "transformers", "openvino")), "",
+    section = delta_section(
+        "IDF pooling alone, no training", ("torch", "sentence-transformers", "transformers", "openvino"),
         "MiniLM, mean pooling weighted by (IDF / mean IDF)^p counted on the corpus; dense, default "
-        "inference path. Δ (p) on test against the off-the-shelf model.", "",
-        "| dataset | pooling | selection split nDCG@10 | test nDCG@10 | Δ test (p) |",
-        "|---|---|---:|---:|---:|", *rows, ""])
+        "inference path. Δ (p) on test against the off-the-shelf model.", "pooling", rows)
     print(section)
     if not args.no_append:
         append_results(section)

@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from datetime import datetime, timezone
 
 import numpy as np
-from _common import append_results, machine_line, selection_split
+from _common import append_results, delta_rows, delta_section, selection_split
 
 Transform = Callable[[np.ndarray, bool], np.ndarray]  # (vectors, are they documents?) -> vectors
 
@@ -62,7 +61,7 @@ def main() -> None:
 
     from pretriever.data import load_dataset
     from pretriever.encoders.dense import DenseEncoder
-    from pretriever.evaluation import compare, evaluate
+    from pretriever.evaluation import evaluate
     from pretriever.indexes.dense import exact_search
 
     encoder = DenseEncoder(args.model, backend="torch", precision="float32")
@@ -84,21 +83,14 @@ def main() -> None:
                 results.setdefault(label, []).append(
                     evaluate(dataset.qrels(split), run, ["nDCG@10"], name=f"{name}-{label}-{split}"))
             print(name, label, [round(e.metrics["nDCG@10"], 4) for e in results[label]], flush=True)
-        for label, (sel, test) in results.items():
-            cmp = None if label == "untouched" else compare([results["untouched"][1], test], "nDCG@10")[0]
-            rows.append(f"| {name} | {label} | {splits[0]} {sel.metrics['nDCG@10']:.4f} | "
-                        f"{test.metrics['nDCG@10']:.4f} | "
-                        + (f"{cmp.delta:+.4f} (p={cmp.p_value:.3f}) |" if cmp else " |"))
+        rows += delta_rows(name, splits[0], results, "untouched")
 
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    section = "\n".join([
-        f"## Corpus-fitted transforms of the vectors, no training ({stamp})", "",
-        machine_line(("torch", "sentence-transformers", "transformers")), "",
+    section = delta_section(
+        "Corpus-fitted transforms of the vectors, no training",
+        ("torch", "sentence-transformers", "transformers"),
         f"{args.model} (torch fp32), each transform fitted on the corpus' document vectors alone and "
         "applied to queries and documents; exact inner-product search. Δ (p) on test against the "
-        "untouched vectors.", "",
-        "| dataset | transform | selection split nDCG@10 | test nDCG@10 | Δ test (p) |",
-        "|---|---|---:|---:|---:|", *rows, ""])
+        "untouched vectors.", "transform", rows)
     print(section)
     if not args.no_append:
         append_results(section)

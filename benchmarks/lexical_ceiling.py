@@ -19,9 +19,9 @@ import json
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from _common import append_results, delta_rows, delta_section, split_evaluations
+from pretrain_sweep import run_setting
 
 # the best mean-pooled setting of issue #5 (`mean-w3-kd4-topic` in benchmarks/sweeps/inbatch.json)
 REFERENCE = {"tasks": "lexical", "lexical_weight": 3, "lexical_negatives": 7, "max_examples": 2048,
@@ -41,15 +41,6 @@ def real_queries(queries: dict[str, str]) -> Iterator[None]:
         lexical.pseudo_queries = drawn
 
 
-def train(dataset: str, out: Path, setting: dict[str, Any]) -> None:
-    from pretriever.training.config import build_config
-    from pretriever.training.pretrain.trainer import PretrainConfig, pretrain
-
-    config = build_config(PretrainConfig, None, dataset=dataset, out=str(out), base="minilm", **setting)
-    report = pretrain(config, progress=False, overwrite=True)
-    print(out.name, report.examples, f"{report.loop.seconds / 60:.1f} min", flush=True)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -60,6 +51,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from pretriever.data import load_dataset
+    from pretriever.encoders.backends import torch_device
     from pretriever.encoders.dense import DenseEncoder
 
     dataset = load_dataset(args.dataset)
@@ -68,13 +60,14 @@ def main() -> None:
     selection = "dev" if "dev" in dataset.splits and args.queries != "dev" else args.queries
     setting = {**REFERENCE, **json.loads(args.setting)}
     results = {}
+    device = torch_device(None)
     with tempfile.TemporaryDirectory(prefix="lexical-ceiling-") as work:
-        students = {"MiniLM off the shelf": "minilm",
-                    "pseudo-queries (title or sentence)": Path(work, "pseudo"),
-                    f"real {args.queries} queries, text only": Path(work, "real")}
-        train(args.dataset, Path(work, "pseudo"), setting)
+        students = {"MiniLM off the shelf": "minilm"}
+        students["pseudo-queries (title or sentence)"], _ = run_setting(
+            {"name": "pseudo", **setting}, args.dataset, "minilm", Path(work), device)
         with real_queries(dict(dataset.split_queries(args.queries))):
-            train(args.dataset, Path(work, "real"), setting)
+            students[f"real {args.queries} queries, text only"], _ = run_setting(
+                {"name": "real", **setting}, args.dataset, "minilm", Path(work), device)
         for label, model in students.items():
             encoder = DenseEncoder(str(model), backend="torch", precision="float32")
             results[label] = tuple(split_evaluations(dataset, encoder, [selection, "test"], ["nDCG@10"]))

@@ -58,14 +58,16 @@ def main() -> None:
     if args.queries == "test":
         parser.error("--queries test would teach the split that is scored")
     selection = "dev" if "dev" in dataset.splits and args.queries != "dev" else args.queries
-    setting = {**REFERENCE, **json.loads(args.setting)}
+    changed = json.loads(args.setting)
+    setting = {**REFERENCE, **changed}
+    taught = dict(dataset.split_queries(args.queries))
     results = {}
     device = torch_device(None)
     with tempfile.TemporaryDirectory(prefix="lexical-ceiling-") as work:
         students = {"MiniLM off the shelf": "minilm"}
         students["pseudo-queries (title or sentence)"], _ = run_setting(
             {"name": "pseudo", **setting}, args.dataset, "minilm", Path(work), device)
-        with real_queries(dict(dataset.split_queries(args.queries))):
+        with real_queries(taught):
             students[f"real {args.queries} queries, text only"], _ = run_setting(
                 {"name": "real", **setting}, args.dataset, "minilm", Path(work), device)
         for label, model in students.items():
@@ -73,13 +75,12 @@ def main() -> None:
             results[label] = tuple(split_evaluations(dataset, encoder, [selection, "test"], ["nDCG@10"]))
             print(label, [round(e.metrics["nDCG@10"], 4) for e in results[label]], flush=True)
 
-    changed = json.loads(args.setting)
     section = delta_section(
         "The lexical task taught real queries: a bound on better pseudo-queries",
         ("torch", "sentence-transformers", "transformers", "bm25s"),
         f"Setting: `mean-w3-kd4-topic`{' with ' + json.dumps(changed) if changed else ''}. One student "
         f"is taught pseudo-queries drawn from the corpus, the other the text of the {args.queries} "
-        f"split's {len(dataset.split_queries(args.queries))} queries (never their qrels); torch fp32. "
+        f"split's {len(taught)} queries (never their qrels); torch fp32. "
         + ("The selection column is the split that taught the second student. "
            if selection == args.queries else "") + "Δ (p) on test against MiniLM.",
         "student", delta_rows(args.dataset, selection, results, "MiniLM off the shelf"))

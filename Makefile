@@ -11,7 +11,7 @@ export PRETRIEVER_DATA
 # everything runs offline: models come from local folders or the bundled MiniLM package
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test test-fast lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,9 +25,15 @@ venv: $(BIN)/.installed
 demo: venv
 	$(BIN)/pretriever quickstart --dataset scifact --out reports/scifact-test --overwrite
 
+# everything CI runs (under 15 minutes on 2 CPU cores)
 test: venv
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# for development: ruff and every test not marked slow (under 2 minutes on 2 CPU cores)
+test-fast: venv
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -m "not slow"
 
 bench: venv
 	$(BIN)/python benchmarks/bm25.py

@@ -1,14 +1,15 @@
-"""Shared pieces of the benchmark scripts: machine description, exact command, atomic append."""
+"""Shared pieces of the benchmark scripts: machine description, exact command, and writing a script's
+section of RESULTS.md (replaced in place, atomically)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import platform
+import re
 import shlex
 import sys
 import tempfile
-from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,10 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
 HEADER = """# Benchmark results
 
-Each script in `benchmarks/` appends one dated section to this file per run (unless run with
-`--no-append`). A section names the machine (CPU model, cores available to the process, load at
-start), the Python and library versions and the exact command, so that numbers taken on
-different machines or library versions are not compared by accident. Sections are not edited
-afterwards: rerun the command to get fresh numbers.
+The current number of each benchmark and effectiveness table, newest first. A script in
+`benchmarks/` replaces its own section (matched on the heading without its date) and puts it first;
+`--no-append` leaves the file alone. Each section names the machine, the library versions and the
+exact command. Superseded runs and their readings are in `git log -p benchmarks/RESULTS.md`.
 """
 os.environ.setdefault("PRETRIEVER_DATA", str(REPO.parent / "shared" / "datasets"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -66,10 +66,46 @@ def machine_line(libraries: tuple[str, ...]) -> str:
             f"- Command: `{command()}`")
 
 
-def append_results(section: str) -> None:
-    """Append ``section`` to RESULTS.md atomically (temp file beside it, then rename)."""
-    current = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else HEADER
-    text = current.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
+_SECTION = "## "
+# a heading's trailing date: " (2026-11-25 14:35 UTC)", " (2026-11-25 to 2026-11-27)"
+_DATE_SUFFIX = re.compile(r"\s+\(\d{4}-\d{2}-\d{2}[^()]*\)\s*$")
+
+
+def section_name(heading: str) -> str:
+    """The benchmark's name in a ``## `` heading line: its text without a trailing ``(date...)``."""
+    return _DATE_SUFFIX.sub("", heading[len(_SECTION):].strip())
+
+
+def _split_sections(text: str) -> tuple[str, list[str]]:
+    """(the header before the first ``## `` line, the sections, each from its ``## `` line to the next)."""
+    header: list[str] = []
+    sections: list[list[str]] = []
+    fenced = False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        if line.startswith(_SECTION) and not fenced:
+            sections.append([line])
+        elif sections:
+            sections[-1].append(line)
+        else:
+            header.append(line)
+    return "\n".join(header).strip("\n"), ["\n".join(lines).strip("\n") for lines in sections]
+
+
+def record_section(section: str) -> None:
+    """Write ``section`` into RESULTS.md atomically (temp file beside it, then rename).
+
+    The section goes first, right after the header (newest first), and every earlier section of the
+    same name (its ``## `` heading without the trailing date) is dropped: the file holds the current
+    number of each benchmark, the history is in git."""
+    section = section.strip("\n")
+    if not section.startswith(_SECTION):
+        raise ValueError(f"a RESULTS.md section starts with a '{_SECTION}' heading, got {section[:40]!r}")
+    name = section_name(section.splitlines()[0])
+    header, sections = _split_sections(RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else HEADER)
+    sections = [section, *(s for s in sections if section_name(s.splitlines()[0]) != name)]
+    text = "\n\n".join([header or HEADER.strip("\n"), *sections]) + "\n"
     fd, tmp = tempfile.mkstemp(prefix=".RESULTS.md.", dir=RESULTS.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -84,30 +120,6 @@ def append_results(section: str) -> None:
 def selection_split(dataset: Any) -> str:
     """The split a setting may be chosen on: dev where the dataset has one, else train (SciFact)."""
     return "dev" if "dev" in dataset.splits else "train"
-
-
-def delta_rows(dataset: str, selection: str, results: dict[str, tuple[Any, Any]], baseline: str) -> list[str]:
-    """Rows of a "selection split / test / Δ test (p)" table, one per setting of ``results``
-    (label -> its selection-split and test ``Evaluation``); Δ and p on test are against
-    ``baseline`` (paired randomization test)."""
-    from pretriever.evaluation import compare
-
-    rows = []
-    for label, (sel, test) in results.items():
-        cmp = None if label == baseline else compare([results[baseline][1], test], "nDCG@10")[0]
-        rows.append(f"| {dataset} | {label} | {selection} {sel.metrics['nDCG@10']:.4f} | "
-                    f"{test.metrics['nDCG@10']:.4f} | "
-                    + (f"{cmp.delta:+.4f} (p={cmp.p_value:.3f}) |" if cmp else " |"))
-    return rows
-
-
-def delta_section(title: str, libraries: tuple[str, ...], intro: str, setting: str, rows: list[str]) -> str:
-    """A dated RESULTS.md section holding a table of ``delta_rows`` (``setting``: its second column)."""
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return "\n".join([
-        f"## {title} ({stamp})", "", machine_line(libraries), "", intro, "",
-        f"| dataset | {setting} | selection split nDCG@10 | test nDCG@10 | Δ test (p) |",
-        "|---|---|---:|---:|---:|", *rows, ""])
 
 
 def split_evaluations(dataset: Any, encoder: Any, splits: list[str], metrics: list[str],

@@ -22,8 +22,8 @@ Each system's run is scored with ``pretriever.evaluation.evaluate`` (nDCG@10) to
 agree: pretriever and bm25s should match to ~1e-4; rank_bm25's BM25Okapi uses a different IDF
 (ATIRE, floored at 0.25 x the mean IDF), so its numbers may differ a little.
 
-Unless --no-append, a dated section (machine, versions, command, table) is appended to
-benchmarks/RESULTS.md, written atomically.
+Unless --no-append, a dated section (machine, versions, command, table) replaces this benchmark's
+section of benchmarks/RESULTS.md (written atomically; see _common.record_section).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from typing import Any
 import bm25s
 import numpy as np
 import Stemmer
-from _common import append_results, command, cores, cpu_model, version
+from _common import command, cores, cpu_model, record_section, version
 from rank_bm25 import BM25Okapi
 
 REPO = Path(__file__).resolve().parent.parent
@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=_positive_int, default=3,
                         help="timed repeats per system; the best (min) is reported")
     parser.add_argument("--no-append", action="store_true",
-                        help="print the table only; do not append it to benchmarks/RESULTS.md")
+                        help="print the table only; do not write RESULTS.md")
     args = parser.parse_args(argv)
 
     if os.environ.get(DATA_ENV, "").strip():
@@ -300,8 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     print(body)
     if not args.no_append:
         title = f"## BM25: pretriever vs bm25s vs rank_bm25 ({started:%Y-%m-%d %H:%M} UTC)"
-        append_results(f"{title}\n\n{body}")
-        print(f"\nappended to {RESULTS}")
+        record_section(f"{title}\n\n{body}")
+        print(f"\nwritten to {RESULTS}")
     return 0
 
 

@@ -8,7 +8,7 @@ calibration documents of the same corpus, its one-time cost reported apart).
 
 For each path: docs/s over the whole corpus (title + text, batch 32, max 256 tokens), nDCG@10 on
 the test split (queries encoded by the same path, exact search), and the mean cosine of its
-document vectors to the fp32 baseline's. Appends a section to benchmarks/RESULTS.md.
+document vectors to the fp32 baseline's. Writes its section of benchmarks/RESULTS.md.
 
     python benchmarks/encode.py [--dataset scifact] [--limit N] [--no-append]
 """
@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from _common import append_results, machine_line
+from _common import machine_line, record_section
 
 LIBS = ("torch", "sentence-transformers", "transformers", "openvino", "nncf")
 BATCH = 32
@@ -85,11 +85,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="scifact")
     parser.add_argument("--limit", type=int, help="first N documents only (a quick check; no nDCG)")
-    parser.add_argument("--no-append", action="store_true")
+    parser.add_argument("--no-append", action="store_true", help="do not write RESULTS.md")
     args = parser.parse_args()
 
     from pretriever.data import Corpus, load_dataset
-    from pretriever.encoders.dense import bundled_model_path
+    from pretriever.encoders.backends import bundled_model_path
     from pretriever.evaluation import evaluate
     from pretriever.indexes.dense import exact_search
     from pretriever.optimize import optimize
@@ -167,7 +167,7 @@ def main() -> int:
     ])
     print(section)
     if not args.no_append:
-        append_results(section)
+        record_section(section)
     return 0
 
 

@@ -7,9 +7,9 @@ documents of the same corpus; its one-time cost reported apart).
 
 Pairs: the first stage's top ``--depth`` for every test query (hybrid BM25 + MiniLM by default),
 the same pairs for every path. For each path: pairs/s, nDCG@10 of the reranked run, and the
-correlation of its scores with the fp32 baseline's. Appends a section to benchmarks/RESULTS.md.
+correlation of its scores with the fp32 baseline's. Writes its section of benchmarks/RESULTS.md.
 
-    python benchmarks/rerank.py --model models/sf-reranker [--dataset scifact] [--depth 20]
+    python benchmarks/rerank.py --reranker models/sf-reranker [--dataset scifact] [--depth 20]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from _common import append_results, machine_line
+from _common import machine_line, record_section
 
 LIBS = ("torch", "sentence-transformers", "transformers", "openvino", "nncf")
 BATCH = 32
@@ -32,12 +32,12 @@ BATCH = 32
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="a cross-encoder folder (train-reranker output)")
+    parser.add_argument("--reranker", required=True, help="a cross-encoder folder (train-reranker output)")
     parser.add_argument("--dataset", default="scifact")
     parser.add_argument("--first-stage", default="hybrid")
     parser.add_argument("--depth", type=int, default=20, help="documents per query reranked (default 20)")
     parser.add_argument("--queries", type=int, default=0, help="use only the first N test queries")
-    parser.add_argument("--no-append", action="store_true")
+    parser.add_argument("--no-append", action="store_true", help="do not write RESULTS.md")
     args = parser.parse_args()
 
     import torch
@@ -47,8 +47,8 @@ def main() -> None:
     from pretriever.encoders.cross import Reranker, rerank_scores
     from pretriever.evaluation import evaluate
     from pretriever.optimize import optimize
+    from pretriever.retrieval import retrieve
     from pretriever.runs import ranked
-    from pretriever.training.reranker import first_stage_run
 
     dataset = load_dataset(args.dataset)
     qrels = dataset.qrels("test")
@@ -56,7 +56,7 @@ def main() -> None:
     if args.queries:
         queries = dict(list(queries.items())[: args.queries])
         qrels = {q: qrels[q] for q in queries}  # score the subset only
-    first = first_stage_run(dataset, args.first_stage, queries, args.depth, progress=False)
+    first, _, _ = retrieve(dataset, args.first_stage, queries=queries, k=args.depth, progress=False)
     texts = dataset.corpus.text_map()
     keys = [(q, h.doc_id) for q in queries for h in ranked(first.get(q, {}), args.depth)]
     pairs = [(queries[q], texts[d]) for q, d in keys]
@@ -66,14 +66,14 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-rerank-"))
     start = time.perf_counter()
-    # forced: the benchmark measures the int8 model whatever the guard says, and reports the guard
-    report = optimize(args.model, dataset.corpus, precision="int8", out=tmp / "int8", calibration=300,
-                      check=100, force=True)
+    # no quality bar: the benchmark measures the int8 model whatever the guard says, and reports it
+    report = optimize(args.reranker, dataset.corpus, precision="int8", out=tmp / "int8", calibration=300,
+                      check=100, min_quality=-1.0)
     optimize_s = time.perf_counter() - start
 
-    max_length = Reranker.load(args.model).max_length
-    plain = CrossEncoder(args.model, device="cpu", max_length=max_length)
-    plain_bf16 = CrossEncoder(args.model, device="cpu", max_length=max_length).to(torch.bfloat16)
+    max_length = Reranker.load(args.reranker).max_length
+    plain = CrossEncoder(args.reranker, device="cpu", max_length=max_length)
+    plain_bf16 = CrossEncoder(args.reranker, device="cpu", max_length=max_length).to(torch.bfloat16)
     identity = torch.nn.Identity()
 
     def st(model) -> Callable[[list], np.ndarray]:
@@ -88,10 +88,10 @@ def main() -> None:
     systems: list[tuple[str, Callable[[], Callable[[list], np.ndarray]]]] = [
         ("sentence-transformers CrossEncoder.predict fp32", lambda: st(plain)),
         ("sentence-transformers CrossEncoder.predict bf16", lambda: st(plain_bf16)),
-        ("pretriever torch fp32", lambda: ours(args.model, "torch", "float32")),
-        ("pretriever torch bf16", lambda: ours(args.model, "torch", "bfloat16")),
-        ("pretriever OpenVINO f32", lambda: ours(args.model, "openvino", "float32")),
-        ("pretriever OpenVINO bf16", lambda: ours(args.model, "openvino", "bfloat16")),
+        ("pretriever torch fp32", lambda: ours(args.reranker, "torch", "float32")),
+        ("pretriever torch bf16", lambda: ours(args.reranker, "torch", "bfloat16")),
+        ("pretriever OpenVINO f32", lambda: ours(args.reranker, "openvino", "float32")),
+        ("pretriever OpenVINO bf16", lambda: ours(args.reranker, "openvino", "bfloat16")),
         ("pretriever OpenVINO int8", lambda: ours(tmp / "int8", "openvino", "int8")),
     ]
     rows, baseline, base_rate = [], None, None
@@ -119,7 +119,7 @@ def main() -> None:
     section = "\n".join([
         f"## Reranking: every inference path on {dataset.name} ({when})", "",
         machine_line(LIBS),
-        f"- Method: reranker `{args.model}` (max {max_length} tokens); {len(pairs):,} pairs = top "
+        f"- Method: reranker `{args.reranker}` (max {max_length} tokens); {len(pairs):,} pairs = top "
         f"{args.depth} of {args.first_stage} (nDCG@10 {first_ndcg:.4f}) for {len(queries)} test "
         f"queries; batch {BATCH}; one timed pass per path after load and one warm-up batch. nDCG@10 of "
         "the reranked top-depth. int8: `optimize(..., calibration=300, check=100)` took "
@@ -129,7 +129,7 @@ def main() -> None:
     ])
     print(section)
     if not args.no_append:
-        append_results(section)
+        record_section(section)
 
 
 if __name__ == "__main__":

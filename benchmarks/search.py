@@ -40,8 +40,8 @@ repeat; the best (min) is reported. Encoding and loading vectors are not timed.
 Quality: Recall@100 and nDCG@10 against the test qrels (real sets, ``pretriever.evaluation``),
 and for every row the mean overlap of its top-100 with pretriever's exact top-100.
 
-Unless --no-append, a dated section (machine, versions, command, table) is appended to
-benchmarks/RESULTS.md, written atomically.
+Unless --no-append, a dated section (machine, versions, command, table) replaces this benchmark's
+section of benchmarks/RESULTS.md (written atomically; see _common.record_section).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ from typing import Any, ClassVar
 
 import faiss
 import numpy as np
-from _common import RESULTS, append_results, command, cores, cpu_model, version
+from _common import RESULTS, command, cores, cpu_model, record_section, version
 
 from pretriever.data.corpus import Corpus
 from pretriever.indexes.ann import FaissIndex
@@ -500,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=_count(1), default=5,
                         help="timed repeats per search; the best (min) is reported")
     parser.add_argument("--no-append", action="store_true",
-                        help="print the table only; do not append it to benchmarks/RESULTS.md")
+                        help="print the table only; do not write RESULTS.md")
     args = parser.parse_args(argv)
     if 0 < args.synthetic_size < K:
         parser.error(f"--synthetic-size must be 0 or at least {K}")
@@ -540,8 +540,8 @@ def main(argv: list[str] | None = None) -> int:
     print(body)
     if not args.no_append:
         title = f"## Dense search: pretriever vs faiss ({started:%Y-%m-%d %H:%M} UTC)"
-        append_results(f"{title}\n\n{body}")
-        print(f"\nappended to {RESULTS}")
+        record_section(f"{title}\n\n{body}")
+        print(f"\nwritten to {RESULTS}")
     return 0
 
 

@@ -6,7 +6,7 @@ runs, without the ``datasets``/``accelerate`` dependencies it needs). Both train
 batches (SciFact train: query, positive, one BM25 hard negative; the batches pretriever draws are
 recorded and replayed to the peer, since throughput depends on the texts' lengths), batch 32, max
 256 tokens, the same number of steps, each in fp32 and in bf16 autocast. Reported: examples/s over
-the timed steps (model loading and data preparation excluded for both). Appends a section to
+the timed steps (model loading and data preparation excluded for both). Writes its section of
 RESULTS.md.
 
     python benchmarks/train.py [--dataset scifact] [--steps 8] [--no-append]
@@ -21,7 +21,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from _common import append_results, machine_line
+from _common import machine_line, record_section
 
 LIBS = ("torch", "sentence-transformers", "transformers")
 BATCH = 32
@@ -34,7 +34,7 @@ def st_loop(batches, queries, texts, steps: int, bf16: bool) -> float:
     from sentence_transformers.losses import MultipleNegativesRankingLoss
     from transformers import get_linear_schedule_with_warmup
 
-    from pretriever.encoders.dense import bundled_model_path
+    from pretriever.encoders.backends import bundled_model_path
 
     torch.manual_seed(42)
     model = SentenceTransformer(str(bundled_model_path()), device="cpu")
@@ -61,29 +61,31 @@ def st_loop(batches, queries, texts, steps: int, bf16: bool) -> float:
 
 def ours(dataset: str, steps: int, precision: str) -> tuple[float, list]:
     """examples/s of ``pretriever train``, and the batches it trained on."""
-    import pretriever.training.biencoder as biencoder
-    from pretriever.training.biencoder import TrainConfig, train
+    import pretriever.training.trainer as skeleton
+    from pretriever.training.biencoder import TrainConfig
     from pretriever.training.loop import LoopConfig
     from pretriever.training.negatives.static import NegativeConfig
+    from pretriever.training.registry import train
 
     seen: list = []
-    real_loop = biencoder.train_loop
+    real_loop = skeleton.train_loop
 
     def recording_loop(model, batches, *args, **kwargs):
         seen.extend(batches(0)[:steps])
         return real_loop(model, batches, *args, **kwargs)
 
-    biencoder.train_loop = recording_loop
+    skeleton.train_loop = recording_loop
     tmp = Path(tempfile.mkdtemp(prefix="bench-train-"))
     try:
-        config = TrainConfig(dataset=dataset, out=str(tmp / "m"), first_stage="bm25", dev_fraction=0.0,
+        config = TrainConfig(dataset=dataset, out=str(tmp / "m"), first_stage="bm25", sampling="star",
+                             dev_fraction=0.0,
                              negatives=NegativeConfig(hard=1, depth=100), batch_size=BATCH,
                              max_length=256, query_max_length=256, precision=precision,
                              loop=LoopConfig(epochs=1, lr=3e-5, checkpoint_steps=10_000))
         report = train(config, progress=False, stop_after=steps, work=tmp / "work")
         return report.loop.examples_per_second, seen
     finally:
-        biencoder.train_loop = real_loop
+        skeleton.train_loop = real_loop
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -92,7 +94,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="scifact")
     parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--no-append", action="store_true")
+    parser.add_argument("--no-append", action="store_true", help="do not write RESULTS.md")
     args = parser.parse_args()
 
     from pretriever.data import load_dataset
@@ -118,7 +120,7 @@ def main() -> None:
     ])
     print(section)
     if not args.no_append:
-        append_results(section)
+        record_section(section)
 
 
 if __name__ == "__main__":

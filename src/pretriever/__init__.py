@@ -26,7 +26,7 @@ _EXPORTS = {
     # indexes
     "BM25Index": "pretriever.indexes.bm25",
     "Index": "pretriever.indexes.base",
-    "load_index": "pretriever.indexes.base",
+    "load_index": "pretriever.retrieval.loading",
     "FlatIndex": "pretriever.indexes.dense",
     "FaissIndex": "pretriever.indexes.ann",
     # encoders
@@ -34,12 +34,12 @@ _EXPORTS = {
     "Reranker": "pretriever.encoders.cross",
     # training
     "TrainConfig": "pretriever.training.biencoder",
-    "train": "pretriever.training.biencoder",
+    "train": "pretriever.training.registry",
     "RerankerConfig": "pretriever.training.reranker",
     "train_reranker": "pretriever.training.reranker",
     "soup": "pretriever.training.soups",
-    "PretrainConfig": "pretriever.training.pretrain.trainer",
-    "pretrain": "pretriever.training.pretrain.trainer",
+    "PretrainConfig": "pretriever.training.pretrain.pretrainer",
+    "pretrain": "pretriever.training.pretrain.pretrainer",
     # retrieval
     "Fusion": "pretriever.retrieval.fusion",
     "fuse": "pretriever.retrieval.fusion",

@@ -117,12 +117,14 @@ class LineReader:
             raise DataNotFoundError(f"{self.path}: no such file")
         self.sha256: str | None = None
         self.last_line_complete = True
+        self.bytes_read = 0  # how far the iteration is, for progress reports
 
     def __iter__(self) -> Iterator[tuple[int, str]]:
         digest = hashlib.sha256()
         with open(self.path, "rb") as handle:
             for number, raw in enumerate(handle, start=1):
                 digest.update(raw)
+                self.bytes_read += len(raw)
                 self.last_line_complete = raw.endswith(b"\n")
                 if number == 1 and raw.startswith(_BOM):
                     raw = raw[len(_BOM) :]

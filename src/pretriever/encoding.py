@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from pretriever._io import atomic_file, write_json
+from pretriever._progress import Progress
 from pretriever.data.corpus import Corpus
 from pretriever.encoders.base import Encoder
 from pretriever.errors import ConfigError, DataNotFoundError, PretrieverError
@@ -134,9 +134,8 @@ def encode_shard(
     prompt = getattr(encoder, "prompts", {}).get("document", "")
     encode_batch = getattr(encoder, "encode_batch", None)
     started = time.perf_counter()
-    bar = tqdm(total=total_docs, initial=done_docs, unit=" docs", desc=f"encoding {shard.name}",
-               disable=not progress or None, smoothing=0.1)
-    with bar:
+    desc = "encoding the corpus" if shard.count == 1 else f"encoding {shard.name}"
+    with Progress(total_docs, desc, "docs", enabled=progress, initial=done_docs) as bar:
         for c in todo:
             positions = np.concatenate(chunks[c])
             parts = []

@@ -4,7 +4,7 @@ with a quality guard.
 int8 uses static quantisation (NNCF, transformer preset) calibrated on a sample of the user's own
 corpus; bf16 stores the converted model, run with OpenVINO's bf16 precision hint. Afterwards a
 separate sample of the corpus is encoded by the optimised model and by the fp32 torch model; if
-their mean cosine is below ``min_quality`` (0.995) the result is refused, unless forced. A
+their mean cosine is below ``min_quality`` (0.995) the result is refused. A
 cross-encoder has no corpus queries to calibrate on, so it gets pseudo-queries (a document's first
 words) paired with that document and with others, and the check compares their scores. The model
 folder still loads unchanged in plain sentence-transformers: the OpenVINO model lives in an
@@ -22,8 +22,10 @@ import numpy as np
 
 from pretriever._io import atomic_dir
 from pretriever._manifest import write_manifest
+from pretriever._progress import Progress
 from pretriever.data.corpus import Corpus
-from pretriever.encoders.dense import DenseEncoder, bundled_model_path, resolve_model
+from pretriever.encoders.backends import bundled_model_path, resolve_model
+from pretriever.encoders.dense import DenseEncoder
 from pretriever.encoders.idf_pooling import token_weights
 from pretriever.encoders.openvino import (
     OV_DIR,
@@ -177,16 +179,18 @@ def optimize(
     check: int = 200,
     seed: int = 0,
     min_quality: float = 0.995,
-    force: bool = False,
     corpus_name: str | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
 ) -> OptimizeReport:
     """Convert (and for int8, quantise) ``model`` and store it in ``<folder>/openvino/``.
 
     ``model`` is a bi-encoder or a cross-encoder (reranker) folder. ``out``: copy the model folder
     there first (required for the bundled model, which lives in site-packages); otherwise the
-    model folder itself gains the subfolder. Raises QualityGuardError when the quality measure
-    on the check sample (mean cosine to fp32 for an encoder, correlation of scores with fp32 for
-    a reranker) is below ``min_quality`` and ``force`` is false; nothing is written then.
+    model folder itself gains the subfolder (an existing one only with ``overwrite``). Raises
+    QualityGuardError when the quality measure on the check sample (mean cosine to fp32 for an
+    encoder, correlation of scores with fp32 for a reranker) is below ``min_quality``; nothing is
+    written then (lower ``min_quality`` to keep such a model).
     """
     from pretriever.encoders.cross import is_cross_encoder_folder
 
@@ -199,22 +203,31 @@ def optimize(
     if out is None and source == bundled_model_path():
         raise ConfigError("the bundled model lives inside the installed package: pass --out DIR to "
                           "optimise a copy of it")
-    if out is not None and Path(out).exists():
-        raise PretrieverError(f"{out} already exists; choose another --out")
+    if out is not None and Path(out).exists() and not overwrite:
+        raise PretrieverError(f"{out} already exists; choose another --out or pass --overwrite")
+    if out is None and (source / OV_DIR).exists() and not overwrite:
+        raise PretrieverError(f"{source} already holds an OpenVINO model ({OV_DIR}/); pass --overwrite to "
+                              "replace it, or --out DIR to optimise a copy")
     target_model = _Cross(source, seed) if is_cross_encoder_folder(source) else _Dense(source)
     calibration_texts, check_texts = _sample(corpus, calibration, check, seed)
-    ov_model = convert(target_model.module, target_model.tokenizer, target_model.max_length)
-    if precision == "int8":
-        ov_model = target_model.calibrate(ov_model, calibration_texts)
-    runner = OpenVINORunner(ov_model, precision, float_ops_bf16=bool(target_model.float_ops))
-    quality, worst = target_model.check(runner, check_texts)
+    stages = 3 if precision == "int8" else 2
+    with Progress(stages, f"optimizing to {precision}", "stages", enabled=progress) as bar:
+        ov_model = convert(target_model.module, target_model.tokenizer, target_model.max_length)
+        bar.update()
+        if precision == "int8":
+            bar.write(f"calibrating int8 on {len(calibration_texts)} documents")
+            ov_model = target_model.calibrate(ov_model, calibration_texts)
+            bar.update()
+        runner = OpenVINORunner(ov_model, precision, float_ops_bf16=bool(target_model.float_ops))
+        quality, worst = target_model.check(runner, check_texts)
+        bar.update()
     measure = target_model.measure
-    if quality < min_quality and not force:
+    if quality < min_quality:
         raise QualityGuardError(
             f"the {precision} model is too far from fp32 on {len(check_texts)} documents of the "
             f"corpus: {measure} {quality:.4f} (worst {worst:.4f}), below {min_quality}; nothing was "
-            "written. Try more calibration documents (--calibration 1000), --precision bf16, or "
-            "--force to keep it anyway"
+            "written. Try more calibration documents (--calibration 1000), --precision bfloat16, or "
+            f"--min-quality {quality:.3f} to keep it anyway"
         )
     n_cal = len(calibration_texts) if precision == "int8" else 0
     params = {"precision": precision, "max_length": target_model.max_length,
@@ -226,11 +239,11 @@ def optimize(
         "calibration": {"corpus": corpus_name, "corpus_sha256": corpus.sha256, "documents": n_cal,
                         "seed": seed},
         "check": {"documents": len(check_texts), "measure": measure, "quality": quality,
-                  "worst": worst, "threshold": min_quality, "forced": bool(force and quality < min_quality)},
+                  "worst": worst, "threshold": min_quality},
     }
     if out is not None:  # a copy of the model folder, with the OpenVINO model inside, atomically
         target = Path(out)
-        with atomic_dir(target) as tmp:
+        with atomic_dir(target, overwrite=overwrite) as tmp:
             shutil.copytree(source, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(OV_DIR))
             _write_openvino(tmp / OV_DIR, ov_model, params, provenance)
     else:

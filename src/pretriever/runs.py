@@ -1,7 +1,11 @@
 """Runs: ranked results per query, in memory as dict-of-dict and on disk as TREC run files.
 
-Ordering is always (-score, doc id): ties are broken by document id so that the same scores give
-the same ranking everywhere (files, evaluation, printed results), whatever the insertion order.
+A run is always ranked as trec_eval ranks a run file: by score, highest first, and equal scores by
+document id in reverse order (trec_eval's tie rule; ir_measures and pytrec_eval share it). So the
+same scores give the same ranking everywhere (files, evaluation, printed results) whatever the
+insertion order, and a run saved with ``write_run`` scores the same in trec_eval as in pretriever:
+the file holds every score at full precision (rounding would turn near-ties into ties that trec_eval
+then breaks its own way).
 """
 
 from __future__ import annotations
@@ -14,12 +18,16 @@ from pretriever.errors import DataFormatError
 from pretriever.types import Hit, Run
 
 
+def ranked_items(scores: dict[str, float], k: int | None = None) -> list[tuple[str, float]]:
+    """One query's (doc id, score) pairs in rank order (score descending, ties by doc id
+    descending, as trec_eval), cut at ``k``."""
+    order = sorted(scores.items(), key=lambda item: (item[1], item[0]), reverse=True)
+    return order if k is None else order[:k]
+
+
 def ranked(scores: dict[str, float], k: int | None = None) -> list[Hit]:
-    """One query's results as hits ordered by (-score, doc id), cut at ``k``."""
-    order = sorted(scores.items(), key=lambda item: (-item[1], item[0]))
-    if k is not None:
-        order = order[:k]
-    return [Hit(rank, doc_id, score) for rank, (doc_id, score) in enumerate(order, start=1)]
+    """One query's results as hits in rank order (see ``ranked_items``), cut at ``k``."""
+    return [Hit(rank, doc_id, score) for rank, (doc_id, score) in enumerate(ranked_items(scores, k), start=1)]
 
 
 def sort_run(run: Run, k: int | None = None) -> Run:
@@ -28,14 +36,15 @@ def sort_run(run: Run, k: int | None = None) -> Run:
 
 
 def write_run(path: str | Path, run: Run, name: str = "pretriever", k: int | None = None) -> Path:
-    """Write a TREC run file (``qid Q0 docid rank score name``) atomically."""
+    """Write a TREC run file (``qid Q0 docid rank score name``) atomically, scores at full
+    precision (the shortest text that reads back as the same float)."""
     path = Path(path)
     if not name or any(c.isspace() for c in name):
         raise ValueError(f"run name {name!r} must be non-empty and contain no whitespace")
     with atomic_file(path) as handle:
         for qid, scores in run.items():
             for hit in ranked(scores, k):
-                handle.write(f"{qid} Q0 {hit.doc_id} {hit.rank} {hit.score:.6g} {name}\n")
+                handle.write(f"{qid} Q0 {hit.doc_id} {hit.rank} {float(hit.score)!r} {name}\n")
     return path
 
 

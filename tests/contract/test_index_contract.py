@@ -9,10 +9,10 @@ import pytest
 
 from pretriever.data import load_dataset
 from pretriever.errors import ConfigError, ManifestError, NotBuiltError
-from pretriever.indexes import BM25Index, Index, load_index, search_one
+from pretriever.indexes import BM25Index, Index, search_one
 from pretriever.indexes.ann import FaissIndex
 from pretriever.indexes.dense import FlatIndex
-from pretriever.retrieval import Fusion, Pipeline
+from pretriever.retrieval import Fusion, Pipeline, load_index
 
 FACTORIES: dict[str, Callable[..., Index]] = {
     "bm25": lambda enc: BM25Index(progress=False),

@@ -9,7 +9,8 @@ import pytest
 
 from pretriever.data import load_dataset
 from pretriever.evaluation import evaluate
-from pretriever.indexes import BM25Index, load_index
+from pretriever.indexes import BM25Index
+from pretriever.retrieval import load_index
 
 EXPECTED = json.loads((Path(__file__).parent / "expected.json").read_text())["bm25"]
 

@@ -13,7 +13,7 @@ import pytest
 from pretriever.data import load_dataset
 from pretriever.encoders import openvino as ovmod
 from pretriever.encoders.dense import DenseEncoder, check_compatible
-from pretriever.errors import ConfigError
+from pretriever.errors import ConfigError, PretrieverError
 from pretriever.indexes.dense import FlatIndex
 from pretriever.optimize import QualityGuardError, optimize
 
@@ -36,7 +36,8 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize(("backend", "precision"), [
-    ("torch", "bfloat16"), ("openvino", "float32"), ("openvino", "bfloat16")])
+    ("torch", "bfloat16"), pytest.param("openvino", "float32", marks=pytest.mark.slow),
+    pytest.param("openvino", "bfloat16", marks=pytest.mark.slow)])
 def test_backends_agree_with_fp32(minilm, adi, backend: str, precision: str) -> None:
     texts = adi.corpus.contents()[:24]
     reference = minilm.encode_documents(texts)
@@ -68,6 +69,7 @@ def test_conversion_keeps_quiet_about_a_training_loss(minilm) -> None:
     assert not [message for message in seen if "loss_type" in message]
 
 
+@pytest.mark.slow
 def test_auto_resolution(monkeypatch: pytest.MonkeyPatch, int8_model: Path) -> None:
     monkeypatch.setattr(ovmod, "cpu_has_bf16", lambda: True)
     assert DenseEncoder("minilm").resolved == ("openvino", "bfloat16")
@@ -84,6 +86,7 @@ def test_auto_resolution(monkeypatch: pytest.MonkeyPatch, int8_model: Path) -> N
         DenseEncoder("minilm", backend="onnx")
 
 
+@pytest.mark.slow
 def test_optimize_round_trip_keeps_quality(int8_model: Path, adi, minilm) -> None:
     manifest = json.loads((int8_model / "openvino" / "manifest.json").read_text())
     assert manifest["kind"] == "encoder.openvino" and manifest["params"]["precision"] == "int8"
@@ -104,6 +107,7 @@ def test_optimize_round_trip_keeps_quality(int8_model: Path, adi, minilm) -> Non
                                minilm.encode_documents(texts[:3]), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_guard_refuses_a_damaged_model(adi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
@@ -116,12 +120,14 @@ def test_guard_refuses_a_damaged_model(adi, tmp_path: Path, monkeypatch: pytest.
 
     monkeypatch.setattr("pretriever.optimize.quantize_int8", damaged)
     out = tmp_path / "bad"
-    with pytest.raises(QualityGuardError, match=r"mean cosine -?0\.\d+.*--force"):
+    with pytest.raises(QualityGuardError, match=r"mean cosine -?0\.\d+.*--min-quality"):
         optimize("minilm", adi.corpus, out=out, calibration=8, check=16)
     assert not out.exists() and list(tmp_path.iterdir()) == []
-    report = optimize("minilm", adi.corpus, out=out, calibration=8, check=16, force=True)
-    forced = json.loads((out / "openvino" / "manifest.json").read_text())["provenance"]["check"]
-    assert forced["forced"] is True and report.quality < 0.995
+    report = optimize("minilm", adi.corpus, out=out, calibration=8, check=16, min_quality=-1.0)
+    check = json.loads((out / "openvino" / "manifest.json").read_text())["provenance"]["check"]
+    assert check["threshold"] == -1.0 and check["quality"] == report.quality < 0.995  # kept, and says so
+    with pytest.raises(PretrieverError, match="--overwrite"):
+        optimize("minilm", adi.corpus, out=out, calibration=8, check=16, min_quality=-1.0)
 
 
 def test_bundled_model_needs_out(adi) -> None:
@@ -129,6 +135,7 @@ def test_bundled_model_needs_out(adi) -> None:
         optimize("minilm", adi.corpus)
 
 
+@pytest.mark.slow
 def test_another_model_is_refused_another_backend_is_recorded(tiny: Path, tmp_path: Path, minilm,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     ds = load_dataset(tiny)

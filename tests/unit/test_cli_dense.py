@@ -10,6 +10,7 @@ import pytest
 from pretriever.cli import main
 
 
+@pytest.mark.slow
 def test_index_dense_search_and_evaluate(real_data: Path, tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "adi-dense"
@@ -23,13 +24,15 @@ def test_index_dense_search_and_evaluate(real_data: Path, tmp_path: Path,
     assert main(["search", "--index", str(out), "computer indexing of documents", "-k", "2", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)["hits"]) == 2
     assert main(["evaluate", "-d", "adi", "-r", "bm25", "-r", str(out), "-r", "hybrid", "--json",
-                 "-m", "nDCG@10"]) == 0
+                 "--metrics", "nDCG@10"]) == 0
     data = json.loads(capsys.readouterr().out)
     dense, hybrid = data["runs"][1]["metrics"]["nDCG@10"], data["runs"][2]["metrics"]["nDCG@10"]
-    assert 0.3 < dense < 1 and 0.3 < hybrid < 1
+    # measured with this command on this machine (auto backend): MiniLM 0.4972, the hybrid 0.5434
+    assert (dense, hybrid) == pytest.approx((0.4972, 0.5434), abs=0.005)
     assert len(data["significance"]) == 2
 
 
+@pytest.mark.slow
 def test_sharded_encoding_then_merge_equals_single_run(real_data: Path, tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     single = tmp_path / "single"
@@ -50,6 +53,7 @@ def test_sharded_encoding_then_merge_equals_single_run(real_data: Path, tmp_path
     assert results[0] == results[1]
 
 
+@pytest.mark.slow
 def test_merge_before_all_shards_is_an_error(real_data: Path, tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "idx"
@@ -59,6 +63,7 @@ def test_merge_before_all_shards_is_an_error(real_data: Path, tmp_path: Path,
     assert "shard-00000-of-00003" in err and "--shard I/3" in err and not out.exists()
 
 
+@pytest.mark.slow
 def test_quickstart_writes_a_report(real_data: Path, tmp_path: Path,
                                     capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "report"
@@ -77,6 +82,7 @@ def test_quickstart_writes_a_report(real_data: Path, tmp_path: Path,
     assert main(["quickstart", "--dataset", "adi", "--out", str(out)]) == 1  # exists
 
 
+@pytest.mark.slow
 def test_index_hybrid_tuned_on_a_split(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from tests.conftest import TINY_DOCS, TINY_QUERIES, write_beir
 

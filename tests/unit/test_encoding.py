@@ -100,8 +100,8 @@ def test_float16_storage(minilm, adi, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("backend", "precision", "tolerance"), [
-    ("torch", "float32", 2e-5), ("openvino", "float32", 2e-5), ("openvino", "bfloat16", 2e-3),
-    ("torch", "bfloat16", 1e-2),
+    ("torch", "float32", 2e-5), pytest.param("openvino", "float32", 2e-5, marks=pytest.mark.slow),
+    pytest.param("openvino", "bfloat16", 2e-3, marks=pytest.mark.slow), ("torch", "bfloat16", 1e-2),
 ])
 def test_output_does_not_depend_on_batch_size(adi, backend, precision, tolerance) -> None:
     from pretriever.encoders.dense import DenseEncoder

@@ -66,10 +66,11 @@ def test_no_overlap_is_an_error_that_names_the_fix() -> None:
 
 
 def test_ties_break_on_doc_id_not_insertion_order() -> None:
-    qrels = {"q": {"b": 1}}
-    forward = evaluate(qrels, {"q": {"a": 1.0, "b": 1.0}}, ["MRR@10"])
-    backward = evaluate(qrels, {"q": {"b": 1.0, "a": 1.0}}, ["MRR@10"])
-    assert forward.metrics == backward.metrics == {"MRR@10": 0.5}
+    for relevant, reciprocal_rank in (("b", 1.0), ("a", 0.5)):  # trec_eval's rule: b before a
+        qrels = {"q": {relevant: 1}}
+        forward = evaluate(qrels, {"q": {"a": 1.0, "b": 1.0}}, ["MRR@10"])
+        backward = evaluate(qrels, {"q": {"b": 1.0, "a": 1.0}}, ["MRR@10"])
+        assert forward.metrics == backward.metrics == {"MRR@10": reciprocal_rank}
 
 
 def test_single_metric_and_duplicate_metric() -> None:

@@ -27,7 +27,7 @@ def test_rrf_matches_the_definition() -> None:
 
 
 def test_cut_at_k_and_single_or_empty_runs() -> None:
-    assert list(fuse([A, B], k=2)["q1"]) == ["x", "y"]  # 0.5 each: the tie breaks on doc id
+    assert list(fuse([A, B], k=2)["q1"]) == ["y", "x"]  # 0.5 each: the tie breaks on doc id, as trec_eval
     assert fuse([A, {"q1": {}}])["q1"] == A["q1"]  # an empty run contributes nothing
     assert fuse([{}, {}]) == {}
 
@@ -45,7 +45,7 @@ def test_invalid_configurations() -> None:
 
 def test_tuning_finds_the_better_weighting() -> None:
     lexical = {"q1": {"a": 3.0, "b": 2.0, "r": 1.0}}
-    semantic = {"q1": {"r": 3.0, "b": 2.0, "a": 1.0}}
+    semantic = {"q1": {"r": 3.0, "b": 2.5, "a": 1.0}}  # at 0.5 / 0.5, b leads; only semantic weight lifts r
     fusion, score = tune_weights({"q1": {"r": 1}}, [lexical, semantic], step=0.25)
     assert fusion.weights is not None and fusion.weights[1] > fusion.weights[0]
     assert score == pytest.approx(1.0)

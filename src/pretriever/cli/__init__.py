@@ -8,26 +8,32 @@ Exit codes: 0 success, 1 data or runtime error (cause on the first line of stder
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from pretriever import __version__
+from pretriever._progress import is_terminal
 from pretriever.cli import data, evaluate, index, optimize, pretrain, quickstart, rerank, search, soup, train
 from pretriever.errors import ConfigError, PretrieverError
 
 EPILOG = """\
 examples:
   pretriever quickstart --dataset scifact
-  pretriever data check scifact
-  pretriever evaluate --dataset scifact --retriever bm25
+  pretriever data check --dataset scifact
+  pretriever evaluate --dataset scifact --retriever bm25 --retriever hybrid
   pretriever index bm25 --dataset scifact --out indexes/scifact-bm25
   pretriever search --index indexes/scifact-bm25 "do statins reduce mortality?" -k 5
-  pretriever pretrain --dataset scifact --tasks bfs --out models/sf-bfs
+  pretriever pretrain --dataset scifact --out models/sf-pre
+  pretriever train --dataset scifact --out models/sf-dense
   pretriever train-reranker --dataset scifact --first-stage hybrid --out models/sf-reranker
-  pretriever evaluate --dataset scifact --retriever hybrid --rerank models/sf-reranker
+  pretriever evaluate --dataset scifact --retriever hybrid --reranker models/sf-reranker
 
-Datasets are BEIR folders given by path, or by name under $PRETRIEVER_DATA.
-Run `pretriever COMMAND --help` for the options of each command.
+One vocabulary across commands: --dataset, --model (the bi-encoder; --base too where a model
+is trained), --reranker (a cross-encoder), --first-stage (the candidates a later stage reads),
+--depth (how many of them it reads), -k (results returned), --precision, --out, --overwrite,
+--lenient, --quiet, --config and --set KEY=VALUE. Datasets are BEIR folders given by path, or
+by name under $PRETRIEVER_DATA. Run `pretriever COMMAND --help` for the options of each command.
 """
 
 
@@ -52,6 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "handler"):
         parser.print_help(sys.stderr)
         return 2
+    if getattr(args, "quiet", False) or not is_terminal():
+        # transformers' and huggingface_hub's own bars (loading and writing weights): one unreadable
+        # line in a log; our progress lines say what is running
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         return int(args.handler(args) or 0)
     except ConfigError as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pretriever.cli._common import print_json, warn
+from pretriever.cli._common import add_dataset_args, add_quiet_arg, print_json, show_progress, warn
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -17,18 +17,22 @@ def register(commands: argparse._SubParsersAction) -> None:
         "with its file and line; on success print counts (documents, empty documents, queries, "
         "judgements per split).",
     )
-    check.add_argument("dataset", metavar="DATASET", help="BEIR folder path or name under $PRETRIEVER_DATA")
-    check.add_argument("--lenient", action="store_true",
-                       help="count qrels rows with unknown ids as warnings instead of failing")
+    check.add_argument("name", nargs="?", metavar="DATASET", help="the same as --dataset")
+    add_dataset_args(check, required=False)
     check.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    add_quiet_arg(check)
     check.set_defaults(handler=run_check)
     parser.set_defaults(handler=lambda args: parser.print_help() or 2)
 
 
 def run_check(args: argparse.Namespace) -> int:
     from pretriever.data.dataset import load_dataset
+    from pretriever.errors import ConfigError
 
-    dataset = load_dataset(args.dataset, lenient=args.lenient)
+    name = args.dataset or args.name
+    if not name or (args.dataset and args.name and args.dataset != args.name):
+        raise ConfigError("give one dataset: pretriever data check --dataset DATASET")
+    dataset = load_dataset(name, lenient=bool(args.lenient), progress=show_progress(args))
     stats = dataset.stats()
     if args.json:
         print_json(stats)

@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from pretriever.cli._common import add_backend_args, add_dataset_args, print_json, show_progress, warn
+from pretriever.cli._common import (
+    add_backend_args,
+    add_dataset_args,
+    add_depth_arg,
+    add_model_arg,
+    add_quiet_arg,
+    print_json,
+    show_progress,
+    warn,
+)
 
 DESCRIPTION = """\
 Run each --retriever on the judged queries of --split and score it against the qrels.
@@ -12,7 +22,10 @@ A retriever is 'bm25', 'dense' or 'hybrid' (built on the fly over the corpus; hy
 BM25 + dense, min-max weighted sum), an index or pipeline folder, or a TREC run file. Give
 --retriever several times to compare systems: the first is the baseline, and a paired,
 seeded significance test marks differences with '*'. Judged queries that a run does not
-answer score 0 and are reported."""
+answer score 0 and are reported. With --reranker, each retriever's top --depth is also
+reranked by that cross-encoder (an extra row per retriever). A run saved with --save-run
+scores the same in trec_eval (ties are ranked as trec_eval ranks them, scores at full
+precision)."""
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -22,24 +35,25 @@ def register(commands: argparse._SubParsersAction) -> None:
         epilog="examples:\n"
         "  pretriever evaluate --dataset scifact --retriever bm25\n"
         "  pretriever evaluate --dataset nfcorpus --retriever bm25 --retriever my.run --json\n"
-        "  pretriever evaluate -d scifact --retriever indexes/scifact-bm25 --save-run bm25.trec",
+        "  pretriever evaluate -d scifact --retriever indexes/scifact-bm25 --save-run bm25.trec\n"
+        "  pretriever evaluate -d scifact --retriever hybrid --reranker models/sf-reranker --depth 30",
     )
     add_dataset_args(parser)
     parser.add_argument("--retriever", "-r", action="append", required=True, metavar="R",
                         help="bm25 | dense | hybrid | INDEX_DIR | RUN_FILE (repeatable; the first "
                         "is the baseline)")
-    parser.add_argument("--model", default="minilm",
-                        help="model for dense/hybrid: a sentence-transformers folder or 'minilm' (default)")
+    add_model_arg(parser, "model of the dense and hybrid retrievers: a sentence-transformers folder or "
+                  "'minilm' (default)")
     add_backend_args(parser)
-    parser.add_argument("--rerank", metavar="MODEL_DIR",
-                        help="also rerank each retriever's top --rerank-depth with this cross-encoder "
-                        "(an extra row per retriever, compared with significance)")
-    parser.add_argument("--rerank-depth", type=int, default=100, help="documents reranked (default 100)")
+    parser.add_argument("--reranker", metavar="DIR",
+                        help="also rerank each retriever's top --depth with this cross-encoder (an extra "
+                        "row per retriever, compared with significance)")
+    add_depth_arg(parser, "how many the --reranker reorders (default 100)", default=100)
     parser.add_argument("--split", default="test", help="qrels split to evaluate on (default test)")
-    parser.add_argument("--metrics", "-m", nargs="+", metavar="M",
+    parser.add_argument("--metrics", nargs="+", metavar="M",
                         default=["nDCG@10", "Recall@100", "MRR@10", "MAP@100", "P@10"],
                         help="metric names (default: nDCG@10 Recall@100 MRR@10 MAP@100 P@10)")
-    parser.add_argument("-k", type=int, default=100, help="retrieval depth (default 100)")
+    parser.add_argument("-k", type=int, default=100, help="results per query (default 100)")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object; its 'metrics' key maps names to values")
     parser.add_argument("--per-query", action="store_true", help="include per-query scores (JSON)")
@@ -47,6 +61,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--test", default="randomization", choices=["randomization", "t-test"],
                         help="paired significance test (default randomization)")
     parser.add_argument("--seed", type=int, default=42, help="seed of the randomization test")
+    add_quiet_arg(parser)
     parser.set_defaults(handler=run)
 
 
@@ -59,32 +74,35 @@ def run(args: argparse.Namespace) -> int:
 
     for metric in args.metrics:
         parse_metric(metric)  # fail on a typo before any work
-    if args.save_run and (len(args.retriever) > 1 or args.rerank):
-        raise ConfigError("--save-run takes a single --retriever and no --rerank")
-    if args.rerank_depth < 1:
-        raise ConfigError(f"--rerank-depth must be at least 1, got {args.rerank_depth}")
+    if not Path(args.model).exists() and _is_metric(args.model):
+        raise ConfigError(f"--model {args.model} looks like a metric: -m is --model on every command; "
+                          f"give metrics with --metrics {args.model}")
+    if args.save_run and (len(args.retriever) > 1 or args.reranker):
+        raise ConfigError("--save-run takes a single --retriever and no --reranker")
+    if args.depth < 1:
+        raise ConfigError(f"--depth must be at least 1, got {args.depth}")
     if args.k < 1:
         raise ConfigError(f"-k must be at least 1, got {args.k}")
-    dataset = load_dataset(args.dataset, lenient=args.lenient)
+    dataset = load_dataset(args.dataset, lenient=bool(args.lenient), progress=show_progress(args))
     qrels = dataset.qrels(args.split)
     reranker = None
-    if args.rerank:
+    if args.reranker:
         from pretriever.encoders.cross import Reranker
 
-        reranker = Reranker.load(args.rerank, backend=args.backend, precision=args.precision)
+        reranker = Reranker.load(args.reranker, backend=args.backend, precision=args.precision)
     evaluations = []
     for spec in args.retriever:
-        run, name, notes = retrieve(dataset, spec, split=args.split, k=args.k, progress=show_progress(),
+        run, name, notes = retrieve(dataset, spec, split=args.split, k=args.k, progress=show_progress(args),
                                     model=args.model, backend=args.backend, precision=args.precision)
         if args.save_run:
             write_run(args.save_run, run, name=name.replace(" ", "_"))
         evaluations.append(evaluate(qrels, run, args.metrics, name=name, notes=notes))
         if reranker is not None:
             queries = dataset.split_queries(args.split)
-            reranked = reranker.rerank(run, queries, dataset.corpus.text_map(), depth=args.rerank_depth,
-                                       progress=show_progress())
-            how = (f"reranked top {args.rerank_depth} with {args.rerank} ({'/'.join(reranker.resolved)}; "
-                   f"{reranker.describe_mix(args.rerank_depth)})")
+            reranked = reranker.rerank(run, queries, dataset.corpus.text_map(), depth=args.depth,
+                                       progress=show_progress(args))
+            how = (f"reranked top {args.depth} with {args.reranker} ({'/'.join(reranker.resolved)}; "
+                   f"{reranker.describe_mix(args.depth)})")
             evaluations.append(evaluate(qrels, reranked, args.metrics, name=f"{name} > rerank",
                                         notes=[*notes, how]))
     comparisons = []
@@ -99,3 +117,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"{dataset.name} / {args.split}: {len(qrels)} judged queries")
         print(format_table(evaluations, comparisons))
     return 0
+
+
+def _is_metric(text: str) -> bool:
+    from pretriever.errors import ConfigError
+    from pretriever.evaluation import parse_metric
+
+    try:
+        parse_metric(text)
+    except ConfigError:
+        return False
+    return True

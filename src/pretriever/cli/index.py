@@ -11,6 +11,11 @@ from pathlib import Path
 from pretriever.cli._common import (
     add_backend_args,
     add_dataset_args,
+    add_depth_arg,
+    add_first_stage_arg,
+    add_model_arg,
+    add_output_args,
+    add_quiet_arg,
     fresh_output,
     show_progress,
     work_folder,
@@ -40,7 +45,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         epilog="example: pretriever index bm25 --dataset scifact --out indexes/scifact-bm25",
     )
     add_dataset_args(bm25)
-    bm25.add_argument("--out", "-o", required=True, metavar="DIR", help="index folder to create")
+    add_output_args(bm25, "index folder to create")
     bm25.add_argument("--k1", type=float, default=1.5, help="term-frequency saturation (default 1.5)")
     bm25.add_argument("--b", type=float, default=0.75, help="length normalisation (default 0.75)")
     bm25.add_argument("--method", default="lucene",
@@ -49,7 +54,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     bm25.add_argument("--stopwords", default="en", help="stopword list: 'en' (default) or 'none'")
     bm25.add_argument("--stemmer", default="english",
                       help="Snowball stemmer language (default english) or 'none'")
-    bm25.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
+    add_quiet_arg(bm25)
     bm25.set_defaults(handler=run_bm25)
 
     hybrid = sub.add_parser(
@@ -61,8 +66,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_dataset_args(hybrid)
-    hybrid.add_argument("--out", "-o", required=True, metavar="DIR", help="pipeline folder to create")
-    hybrid.add_argument("--model", "-m", default="minilm", help="dense model (default: bundled minilm)")
+    add_output_args(hybrid, "pipeline folder to create")
+    add_model_arg(hybrid, "dense model: a sentence-transformers folder or 'minilm' (default)")
     add_backend_args(hybrid)
     hybrid.add_argument("--fusion", default="wsum", choices=["wsum", "rrf"],
                         help="weighted sum of normalised scores (default) or reciprocal rank fusion")
@@ -71,7 +76,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     hybrid.add_argument("--tune-on", metavar="SPLIT",
                         help="tune the wsum weights by grid search on this split (train or dev; "
                         "never test)")
-    hybrid.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
+    add_quiet_arg(hybrid)
     hybrid.set_defaults(handler=run_hybrid)
 
     rerank = sub.add_parser(
@@ -79,26 +84,26 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Save a pipeline whose search takes a first stage's top --depth and reranks it "
         "with a cross-encoder. The first stage is bm25, dense or hybrid (built now over the corpus) "
         "or an index/pipeline folder; the pipeline keeps the document texts the reranker reads.",
-        epilog="examples:\n  pretriever index rerank --dataset scifact --from hybrid --reranker "
+        epilog="examples:\n  pretriever index rerank --dataset scifact --first-stage hybrid --reranker "
         "models/sf-reranker --out indexes/sf-reranked\n  pretriever evaluate --dataset scifact "
         "--retriever indexes/sf-reranked",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_dataset_args(rerank)
-    rerank.add_argument("--from", dest="first_stage", required=True, metavar="SPEC",
-                        help="first stage: bm25 | dense | hybrid | INDEX_DIR")
+    add_first_stage_arg(rerank, "the candidates reranked (a run file cannot be a pipeline's first stage)",
+                        required=True)
     rerank.add_argument("--reranker", required=True, metavar="DIR", help="cross-encoder folder")
-    rerank.add_argument("--out", "-o", required=True, metavar="DIR", help="pipeline folder to create")
-    rerank.add_argument("--depth", type=int, default=100, help="documents reranked per query (default 100)")
+    add_output_args(rerank, "pipeline folder to create")
+    add_depth_arg(rerank, "how many are reranked (default 100)", default=100)
     rerank.add_argument("--interpolation", type=float,
                         help="weight of the reranker's scores against the first stage's (default: the "
                         "reranker's own, tuned on held-out queries when it was trained; 1.0 = alone)")
     rerank.add_argument("--tune-on", metavar="SPLIT",
                         help="tune --interpolation on this split (dev, or queries the reranker was not "
                         "trained on; never test)")
-    rerank.add_argument("--model", "-m", default="minilm", help="dense model of a built first stage")
+    add_model_arg(rerank, "dense model of a first stage built now (dense, hybrid; default minilm)")
     add_backend_args(rerank)
-    rerank.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
+    add_quiet_arg(rerank)
     rerank.set_defaults(handler=run_rerank)
 
     for name, helptext in (("dense", "dense bi-encoder (exact search, or FAISS with --ann)"),
@@ -106,16 +111,15 @@ def register(commands: argparse._SubParsersAction) -> None:
         p = sub.add_parser(name, help=helptext, description=helptext[0].upper() + helptext[1:] + ".",
                            epilog=DENSE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
         add_dataset_args(p)
-        p.add_argument("--out", "-o", required=True, metavar="DIR", help="index folder to create")
+        add_output_args(p, "index folder to create")
         p.add_argument("--work", metavar="DIR", help="encoding work folder (default: DIR.work)")
         p.add_argument("--ann", default="none", choices=["none", "flat", "hnsw", "ivfpq"],
                        help="none = exact search over memory-mapped vectors (default); flat, hnsw, "
                        "ivfpq = a FAISS index (needs pretriever[faiss])")
-        p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
+        add_quiet_arg(p)
         if name == "dense":
-            p.add_argument("--model", "-m", default="minilm",
-                           help="sentence-transformers folder or hub id; 'minilm' = bundled "
-                           "all-MiniLM-L6-v2 (default)")
+            add_model_arg(p, "sentence-transformers folder or hub id; 'minilm' = bundled all-MiniLM-L6-v2 "
+                          "(default)")
             p.add_argument("--batch-size", type=int, default=32, help="documents per batch (default 32)")
             add_backend_args(p)
             p.add_argument("--dtype", default="float32", choices=["float32", "float16"],
@@ -133,10 +137,11 @@ def run_bm25(args: argparse.Namespace) -> int:
     from pretriever.data.dataset import load_dataset
     from pretriever.indexes.bm25 import BM25Index
 
-    dataset = load_dataset(args.dataset, lenient=args.lenient)
+    fresh_output(args.out, args.overwrite)  # before the work, not after it
+    dataset = load_dataset(args.dataset, lenient=bool(args.lenient), progress=show_progress(args))
     start = time.perf_counter()
     index = BM25Index(k1=args.k1, b=args.b, method=args.method, stopwords=args.stopwords,
-                      stemmer=args.stemmer, progress=show_progress())
+                      stemmer=args.stemmer, progress=show_progress(args))
     index.build(dataset.corpus)
     path = index.save(args.out, overwrite=args.overwrite)
     print(f"indexed {len(index):,} documents of {dataset.name} in "
@@ -162,7 +167,7 @@ def _dense_index(args: argparse.Namespace, encoder: object, work: Path):
     from pretriever.indexes.dense import FlatIndex
 
     common = {"batch_size": getattr(args, "batch_size", 32), "dtype": getattr(args, "dtype", "float32"),
-              "work_dir": work, "progress": show_progress()}
+              "work_dir": work, "progress": show_progress(args)}
     if args.ann == "none":
         return FlatIndex(encoder, **common)
     return FaissIndex(encoder, index_type=args.ann, **common)
@@ -184,14 +189,14 @@ def run_dense(args: argparse.Namespace) -> int:
 
     out = fresh_output(args.out, args.overwrite)
     work = work_folder(out, args.work)
-    dataset = load_dataset(args.dataset, lenient=args.lenient)
+    dataset = load_dataset(args.dataset, lenient=bool(args.lenient), progress=show_progress(args))
     encoder = DenseEncoder(args.model, batch_size=args.batch_size, device=_device_for_rank(),
                            backend=args.backend, precision=args.precision)
     shard = _shard(args.shard)
     start = time.perf_counter()
     if shard is not None and shard.count > 1:
         folder = encode_shard(encoder, dataset.corpus, work, shard=shard, batch_size=args.batch_size,
-                              dtype=args.dtype, progress=show_progress())
+                              dtype=args.dtype, progress=show_progress(args))
         print(f"shard {shard.index}/{shard.count} of {dataset.name} encoded in "
               f"{time.perf_counter() - start:.1f}s -> {folder}")
         print(f"when every shard is done: pretriever index merge --dataset {args.dataset} "
@@ -211,7 +216,7 @@ def run_merge(args: argparse.Namespace) -> int:
 
     out = fresh_output(args.out, args.overwrite)
     work = work_folder(out, args.work)
-    dataset = load_dataset(args.dataset, lenient=args.lenient)
+    dataset = load_dataset(args.dataset, lenient=bool(args.lenient), progress=show_progress(args))
     index = _dense_index(args, "minilm", work).build_from_shards(dataset.corpus, work)
     index.save(out, overwrite=args.overwrite)
     shutil.rmtree(work, ignore_errors=True)
@@ -230,10 +235,10 @@ def run_hybrid(args: argparse.Namespace) -> int:
         from pretriever.errors import ConfigError
 
         raise ConfigError("fusion weights must not be tuned on the test split; use --tune-on train or dev")
-    dataset = load_dataset(args.dataset, lenient=args.lenient)
+    dataset = load_dataset(args.dataset, lenient=bool(args.lenient), progress=show_progress(args))
     start = time.perf_counter()
     work = work_folder(out)
-    pipeline = build_named("hybrid", dataset, model=args.model, progress=show_progress(),
+    pipeline = build_named("hybrid", dataset, model=args.model, progress=show_progress(args),
                            work_dir=work, backend=args.backend,
                            precision=args.precision)
     pipeline.fusion = fusion
@@ -252,19 +257,23 @@ def run_rerank(args: argparse.Namespace) -> int:
     from pretriever.data.dataset import load_dataset
     from pretriever.encoders.cross import Reranker
     from pretriever.errors import ConfigError
-    from pretriever.indexes.base import load_index
+    from pretriever.retrieval.loading import load_index
     from pretriever.retrieval.pipeline import Pipeline
     from pretriever.retrieval.spec import RETRIEVER_NAMES, build_named, check_same_corpus
 
     out = fresh_output(args.out, args.overwrite)
     if args.tune_on == "test":
         raise ConfigError("the interpolation must not be tuned on the test split; use --tune-on dev")
+    if Path(args.first_stage).is_file():
+        raise ConfigError(f"--first-stage {args.first_stage} is a run file: a pipeline searches new "
+                          "queries, so its first stage is bm25, dense, hybrid or an index folder (rerank a "
+                          "run file with `pretriever rerank`)")
     reranker = Reranker.load(args.reranker, backend=args.backend, precision=args.precision)
-    dataset = load_dataset(args.dataset, lenient=args.lenient)
+    dataset = load_dataset(args.dataset, lenient=bool(args.lenient), progress=show_progress(args))
     start = time.perf_counter()
     work = work_folder(out)
     if args.first_stage in RETRIEVER_NAMES:
-        first = build_named(args.first_stage, dataset, model=args.model, progress=show_progress(),
+        first = build_named(args.first_stage, dataset, model=args.model, progress=show_progress(args),
                             work_dir=work, backend=args.backend, precision=args.precision)
     else:
         first = load_index(args.first_stage)

@@ -8,6 +8,9 @@ import time
 from pretriever.cli._common import (
     add_backend_args,
     add_dataset_args,
+    add_model_arg,
+    add_output_args,
+    add_quiet_arg,
     fresh_output,
     show_progress,
     warn,
@@ -28,14 +31,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         epilog="example:\n  pretriever quickstart --dataset scifact --out reports/scifact",
     )
     add_dataset_args(parser)
-    parser.add_argument("--model", "-m", default="minilm",
-                        help="dense model: a sentence-transformers folder or 'minilm' (default)")
+    add_model_arg(parser, "dense model: a sentence-transformers folder or 'minilm' (default)")
     add_backend_args(parser)
     parser.add_argument("--split", default="test", help="qrels split to evaluate on (default test)")
-    parser.add_argument("--out", "-o", metavar="DIR",
-                        help="report folder (default reports/<dataset>-<split>)")
-    parser.add_argument("--overwrite", action="store_true", help="replace the report folder")
+    add_output_args(parser, "report folder (default reports/<dataset>-<split>)", required=False)
     parser.add_argument("--seed", type=int, default=42, help="seed of the significance test")
+    add_quiet_arg(parser)
     parser.set_defaults(handler=run)
 
 
@@ -43,12 +44,12 @@ def run(args: argparse.Namespace) -> int:
     from pretriever._quickstart import quickstart
     from pretriever.data.dataset import load_dataset
 
-    dataset = load_dataset(args.dataset, lenient=args.lenient)
+    dataset = load_dataset(args.dataset, lenient=bool(args.lenient), progress=show_progress(args))
     out = fresh_output(args.out or f"reports/{dataset.name}-{args.split}", args.overwrite)
     work = work_folder(out)
     start = time.perf_counter()
     result = quickstart(dataset, model=args.model, split=args.split, out=out, overwrite=args.overwrite,
-                        seed=args.seed, progress=show_progress(), work_dir=work, backend=args.backend,
+                        seed=args.seed, progress=show_progress(args), work_dir=work, backend=args.backend,
                         precision=args.precision)
     import shutil
 

@@ -22,7 +22,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pretriever.indexes.base import load_index, search_one
+    from pretriever.indexes.base import search_one
+    from pretriever.retrieval.loading import load_index
 
     hits = search_one(load_index(args.index), args.query, k=args.k)
     if args.json:

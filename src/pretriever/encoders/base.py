@@ -20,11 +20,11 @@ class Encoder(Protocol):
 
     kind: ClassVar[str]
 
-    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        """One float32 row per query."""
+    def encode_queries(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
+        """One float32 row per query (``progress``: report it, for many queries)."""
         ...
 
-    def encode_documents(self, texts: Sequence[str]) -> np.ndarray:
+    def encode_documents(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
         """One float32 row per document (title and text already joined)."""
         ...
 

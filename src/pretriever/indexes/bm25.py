@@ -17,6 +17,7 @@ import numpy as np
 
 from pretriever._io import atomic_dir
 from pretriever._manifest import read_manifest, write_manifest
+from pretriever._progress import is_terminal
 from pretriever.config import default_threads
 from pretriever.data.corpus import Corpus
 from pretriever.errors import ConfigError, ManifestError, NotBuiltError
@@ -141,9 +142,11 @@ class BM25Index:
             corpus = Corpus.from_documents(corpus)
         if len(corpus) == 0:
             raise ConfigError("cannot build a BM25 index over an empty corpus")
-        tokens = self._tokenize(corpus.contents(), ids=True, progress=self.progress)
+        # bm25s draws its own tqdm bars: on a terminal only (in a log they are one unreadable line)
+        bars = self.progress and is_terminal()
+        tokens = self._tokenize(corpus.contents(), ids=True, progress=bars)
         retriever = bm25s.BM25(k1=self.k1, b=self.b, method=self.method, delta=self.delta)
-        retriever.index(tokens, show_progress=self.progress)
+        retriever.index(tokens, show_progress=bars)
         self._retriever = retriever
         self._doc_ids = np.asarray(corpus.ids, dtype=object)
         self._corpus_info = corpus.fingerprint()

@@ -41,6 +41,7 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(idx, order, axis=1), np.take_along_axis(vals, order, axis=1)
 
 
+QUERY_PROGRESS_FROM = 500  # queries: below that, encoding them takes seconds and says nothing
 SCORE_CELLS = 1 << 24  # query x document scores held at once: 64 MiB of float32
 
 
@@ -227,8 +228,11 @@ class DenseIndexBase:
         return dict(self._query_spec or self._spec)
 
     def encode_queries(self, queries: Queries) -> np.ndarray:
+        """The query vectors, with progress output when there are enough queries to take a while."""
         self._check_built()
-        return self.get_encoder().encode_queries([queries[q] for q in queries])
+        texts = [queries[q] for q in queries]
+        progress = self.progress and len(texts) >= QUERY_PROGRESS_FROM
+        return self.get_encoder().encode_queries(texts, progress=progress)
 
     def search(self, queries: Queries, k: int = 100) -> Run:
         """Top-``k`` documents per query by inner product of normalised vectors."""

@@ -19,8 +19,10 @@ from pretriever._manifest import read_manifest, write_manifest
 from pretriever.data.corpus import Corpus, read_corpus
 from pretriever.encoders.cross import rerank_scores
 from pretriever.errors import ConfigError, NotBuiltError, PretrieverError
-from pretriever.indexes.base import Index, load_index
+from pretriever.indexes.base import Index
 from pretriever.retrieval.fusion import Fusion, fuse, tune_weights
+from pretriever.retrieval.loading import load_index
+from pretriever.runs import ranked_items
 from pretriever.types import Qrels, Queries, Run
 
 FORMAT_VERSION = 1
@@ -113,23 +115,15 @@ class Pipeline:
 
         Tune on queries the reranker was not trained on (``train-reranker`` holds some out).
         """
-        from pretriever.evaluation.measures import evaluate
-
         if split == "test":
             raise ConfigError("the interpolation weight must not be tuned on the test split; use dev")
         if self.reranker is None:
             raise ConfigError("this pipeline has no rerank stage to tune")
         first = self.first_stage(queries, self.rerank_depth)
         scores = self.reranker.score_run(first, queries, self._texts, depth=self.rerank_depth)
-        steps = round(1.0 / step)
-        best = (-1.0, 1.0)
-        for i in range(steps + 1):
-            weight = round(i * step, 6)
-            run = rerank_scores(first, scores, interpolation=weight)
-            value = evaluate(qrels, run, [metric]).metrics[metric]
-            best = max(best, (value, weight))  # ties: the larger weight (more reranker)
-        self.interpolation = best[1]
-        return best[0]
+        values = interpolation_grid(first, scores, qrels, metric, step)
+        self.interpolation = best_weight(values)
+        return values[self.interpolation]
 
     def tune(self, qrels: Qrels, queries: Queries, *, metric: str = "nDCG@10", step: float = 0.1,
              split: str | None = None) -> float:
@@ -204,6 +198,17 @@ def _write_documents(path: Path, corpus: Corpus | None) -> None:
             f.write(json.dumps({"_id": doc_id, "title": title, "text": text}, ensure_ascii=False) + "\n")
 
 
-def ranked_items(scores: dict[str, float], k: int) -> list[tuple[str, float]]:
-    """The top-``k`` (doc id, score) pairs, ties broken by doc id."""
-    return sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:k]
+def interpolation_grid(first: Run, scores: Run, qrels: Qrels, metric: str = "nDCG@10", step: float = 0.1,
+                       ) -> dict[float, float]:
+    """``metric`` of the first stage reranked by ``scores`` at every interpolation weight 0, step, ..., 1
+    (see ``rerank_scores``): what tuning the weight on held-out queries chooses from."""
+    from pretriever.evaluation.measures import evaluate
+
+    grid = [round(i * step, 6) for i in range(round(1 / step) + 1)]
+    return {w: evaluate(qrels, rerank_scores(first, scores, interpolation=w), [metric]).metrics[metric]
+            for w in grid}
+
+
+def best_weight(values: dict[float, float]) -> float:
+    """The weight of the best score; ties go to the larger weight (more reranker)."""
+    return max(values, key=lambda w: (values[w], w))

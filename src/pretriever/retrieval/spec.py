@@ -1,8 +1,9 @@
-"""Resolve what ``pretriever evaluate --retriever X`` names and produce its run.
+"""Resolve a retriever spec and produce its run: the one place that knows what a spec can be.
 
-X is a built-in retriever built on the fly over the dataset's corpus ("bm25", "dense", "hybrid"),
-an index folder written by pretriever (searched; refused if built from another corpus), or a TREC
-run file (read as is). The same function serves the CLI and Python callers.
+A spec is a built-in retriever built on the fly over the dataset's corpus ("bm25", "dense",
+"hybrid"), an index or pipeline folder written by pretriever (searched; refused if built from
+another corpus), or a TREC run file (read as is). ``evaluate --retriever`` and every later stage's
+``--first-stage`` (training negatives, reranking) go through ``retrieve``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 from pretriever.data.dataset import Dataset
 from pretriever.errors import ConfigError, DataNotFoundError
 from pretriever.indexes.base import Index
-from pretriever.types import Run
+from pretriever.types import Queries, Run
 
 RETRIEVER_NAMES = ("bm25", "dense", "hybrid")
 
@@ -74,19 +75,24 @@ def index_notes(index: Index) -> list[str]:
 
 
 def retrieve(
-    dataset: Dataset, spec: str, *, split: str = "test", k: int = 100, progress: bool = True,
-    model: str = "minilm", backend: str = "auto", precision: str = "auto",
+    dataset: Dataset, spec: str, *, queries: Queries | None = None, split: str = "test", k: int = 100,
+    progress: bool = True, model: str = "minilm", backend: str = "auto", precision: str = "auto",
+    work_dir: str | Path | None = None,
 ) -> tuple[Run, str, list[str]]:
-    """Run retriever ``spec`` on the judged queries of ``split``; return (run, name, notes)."""
-    from pretriever.indexes.base import load_index
+    """Run retriever ``spec`` on ``queries`` (default: the judged queries of ``split``); return
+    (run, name, notes). A run file is read whole, and refused when it answers none of the
+    ``queries`` given."""
+    from pretriever.retrieval.loading import load_index
     from pretriever.runs import read_run
 
-    queries = dataset.split_queries(split)
+    asked = queries
+    path = Path(spec).expanduser()
+    if queries is None and (spec in RETRIEVER_NAMES or path.is_dir()):  # a run file brings its own
+        queries = dataset.split_queries(split)
     if spec in RETRIEVER_NAMES:
         index = build_named(spec, dataset, model=model, progress=progress, backend=backend,
-                            precision=precision)
+                            precision=precision, work_dir=work_dir)
         return index.search(queries, k=k), spec, index_notes(index)
-    path = Path(spec).expanduser()
     if path.is_dir():
         index = load_index(path)
         check_same_corpus(index, dataset, path)
@@ -95,8 +101,12 @@ def retrieve(
         return index.search(queries, k=k), path.name, index_notes(index)
     if path.is_file():
         run, name = read_run(path)
+        if asked and not any(q in run for q in asked):
+            raise ConfigError(f"the run file {path} answers none of the {len(asked)} queries asked for "
+                              f"(e.g. {', '.join(list(asked)[:3])}): was it made on another split or "
+                              "dataset?")
         return run, name or path.stem, []
     raise DataNotFoundError(
-        f"--retriever '{spec}' is neither a known retriever ({', '.join(RETRIEVER_NAMES)}), nor an "
-        "index folder, nor a TREC run file"
+        f"'{spec}' is neither a known retriever ({', '.join(RETRIEVER_NAMES)}), nor an index folder, "
+        "nor a TREC run file"
     )

@@ -77,14 +77,22 @@ class LoopResult:
         return self.examples / self.seconds if self.seconds > 0 else 0.0
 
 
+TRAINING_PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def check_precision(choice: str) -> None:
+    """Refuse a training precision other than auto, float32 or bfloat16 (before any work)."""
+    if choice not in TRAINING_PRECISIONS:
+        raise ConfigError(f"training precision must be {', '.join(TRAINING_PRECISIONS)}, not '{choice}'")
+
+
 def autocast_dtype(choice: str, device: str) -> Any:
     """torch dtype for autocast: bf16 on a CPU that computes it natively or on a GPU that has it."""
     import torch
 
+    check_precision(choice)
     if choice == "float32":
         return None
-    if choice not in ("auto", "bfloat16"):
-        raise ConfigError(f"training precision must be auto, float32 or bfloat16, not '{choice}'")
     if device.startswith("cuda"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
     from pretriever.encoders.openvino import cpu_has_bf16
@@ -122,15 +130,18 @@ def train_loop(
     weights are loaded into the model at the end, the starting ones if training never beat them.
     ``stop_after`` stops after that many steps in total (time-boxed jobs; a later
     call resumes). ``on_step(step)`` runs after every optimizer step (e.g. re-mining negatives).
-    ``log(line)`` receives a status line at each checkpoint and dev evaluation (for logs, where
-    a progress bar is not drawn). ``before_step(params)`` runs between backward and the optimizer
-    step (gradient averaging across processes); only the ``main`` process writes checkpoints.
+    ``progress`` shows a bar (a line per 10% in logs) with the loss, and a line at each dev
+    evaluation and checkpoint; ``log(line)`` receives what a user must see even without progress
+    output (a resumed run, the starting weights kept). ``before_step(params)`` runs between
+    backward and the optimizer step (gradient averaging across processes); only the ``main``
+    process writes checkpoints.
     ``lr_scales`` multiplies the learning rate of parameters whose name starts with a key (a new
     head learns faster than the pre-trained body it sits on).
     """
     import torch
-    from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
+
+    from pretriever._progress import Progress
 
     work.mkdir(parents=True, exist_ok=True)
     counts = [len(batches(epoch)) for epoch in range(config.epochs)]
@@ -158,18 +169,17 @@ def train_loop(
         torch.set_rng_state(state["rng"])
         result.steps = result.resumed_from = state["step"]
         result.losses, result.history, result.best = state["losses"], state["history"], state["best"]
-    bar = tqdm(total=total, initial=result.steps, desc="train", unit="step", disable=not (progress and main))
+    bar = Progress(total, "training", "steps", enabled=progress and main, initial=result.steps)
+    say = bar.write
 
-    def say(line: str) -> None:
-        if not main:
-            return
-        if progress:
+    def tell(line: str) -> None:  # what a user must see, progress output or not
+        if bar.enabled:
             bar.write(line)
-        elif log is not None:
+        elif main and log is not None:
             log(line)
 
     if result.resumed_from:
-        say(f"resumed from the checkpoint at step {result.resumed_from} of {total}")
+        tell(f"resumed from the checkpoint at step {result.resumed_from} of {total}")
     if evaluate is not None and result.steps == 0 and not result.history:
         # the starting point, so that training which makes the model worse is caught and undone
         model.eval()
@@ -207,7 +217,7 @@ def train_loop(
                 on_step(result.steps)
             elapsed = time.perf_counter() - started
             bar.set_postfix(loss=f"{sum(running[-20:]) / len(running[-20:]):.4f}",
-                            steps_s=f"{(result.steps - result.resumed_from) / max(elapsed, 1e-9):.2f}")
+                            examples_s=f"{result.examples / max(elapsed, 1e-9):.1f}")
             bar.update(1)
             end_of_epoch = offset == per_epoch
             if evaluate is not None and ((config.eval_steps and result.steps % config.eval_steps == 0)
@@ -241,8 +251,8 @@ def train_loop(
     if result.best is not None and (work / BEST).is_file():
         model.load_state_dict(torch.load(work / BEST, map_location="cpu", weights_only=True))
         if result.best["step"] == 0:
-            say(f"warning: training never beat the starting model on dev ({result.best['score']:.4f}); "
-                "the starting weights are kept")
+            tell(f"warning: training never beat the starting model on dev ({result.best['score']:.4f}); "
+                 "the starting weights are kept")
     model.eval()
     return result
 

@@ -129,8 +129,10 @@ def soup(models: Sequence[str | Path], out: str | Path, *, greedy: bool = False,
     return SoupReport(Path(out), names, scores, best)
 
 
-def dev_scorer(dataset: Any, split: str = "dev", metric: str = "nDCG@10") -> Callable[[Any], float]:
-    """``score(encoder)``: dense retrieval over the dataset's corpus, ``metric`` on ``split``."""
+def dev_scorer(dataset: Any, split: str = "dev", metric: str = "nDCG@10", *,
+               progress: bool = False) -> Callable[[Any], float]:
+    """``score(encoder)``: dense retrieval over the dataset's corpus, ``metric`` on ``split``
+    (``progress``: report each corpus encoding)."""
     if split == "test":
         raise ConfigError("a greedy soup must not be selected on the test split; use dev")
     from pretriever.evaluation.measures import evaluate
@@ -142,7 +144,7 @@ def dev_scorer(dataset: Any, split: str = "dev", metric: str = "nDCG@10") -> Cal
     def score(encoder: Any) -> float:
         encoder.__dict__.pop("_weights_sha256", None)  # weights change between calls
         with tempfile.TemporaryDirectory(prefix="soup-") as work:
-            index = FlatIndex(encoder, progress=False, work_dir=work).build(dataset.corpus)
+            index = FlatIndex(encoder, progress=progress, work_dir=work).build(dataset.corpus)
             return evaluate(qrels, index.search(queries, k=100), [metric]).metrics[metric]
 
     return score

@@ -1,7 +1,8 @@
 """Retrieval-oriented pre-training from a corpus alone (no queries, no qrels).
 
-One task a file, each a pure pair/example generator plus its loss:
-``ict`` (Inverse Cloze Task), ``bfs`` (Body First Selection), ``cropping`` (Contriever),
-``prop`` (representative words prediction) and ``retromae`` (masked auto-encoding, with
-DupMAE's bag-of-words head as an option). ``trainer.pretrain`` mixes any of them.
+One task a file, each an ``Options`` dataclass, a pure example generator and its loss (``task``
+says what a task is to the trainer): ``lexical`` (distillation from the starting model plus BM25),
+``ict`` (Inverse Cloze Task), ``bfs`` (Body First Selection), ``cropping`` (Contriever), ``prop``
+(representative words prediction) and ``retromae`` / ``dupmae`` (masked auto-encoding).
+``registry.TASKS`` lists them by name; ``pretrainer.pretrain`` mixes any of them.
 """

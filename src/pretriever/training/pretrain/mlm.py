@@ -61,3 +61,12 @@ def mlm_loss(head: Any, hidden: Any, labels: Any) -> Any:
     if not where.any():
         return hidden.sum() * 0.0
     return F.cross_entropy(head(hidden[where]).float(), labels[where])
+
+
+def require_mask(student: Any, task: str) -> None:
+    """Refuse a masked-language task on a model whose tokenizer has no [MASK] token."""
+    from pretriever.errors import ConfigError
+
+    if student.mask_id is None:
+        raise ConfigError(f"{task} masks tokens, and this model's tokenizer has no [MASK] token: choose "
+                          f"a task that does not mask (ict, bfs, cropping, lexical)")

@@ -16,13 +16,16 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from pretriever.errors import ConfigError
 from pretriever.training.pretrain._text import Doc, rng_for
+from pretriever.training.pretrain.mlm import mask_tokens, mlm_head, mlm_loss, require_mask
+from pretriever.training.pretrain.task import Student, Task
 
 _WORD = re.compile(r"[a-z][a-z0-9\-]+")
 _STOPWORD_TEXT = (
@@ -34,6 +37,21 @@ _STOPWORD_TEXT = (
     "were what when where which while who whom why will with would you your"
 )
 STOPWORDS = frozenset(_STOPWORD_TEXT.split())
+
+
+@dataclass(frozen=True)
+class Options:
+    mu: float = 100.0  # Dirichlet smoothing of the document language model
+    mean_length: float = 3.0  # mean size of a word set (Poisson)
+    mlm_weight: float = 1.0
+    mask_rate: float = 0.15
+
+    def __post_init__(self) -> None:
+        if not self.mu > 0 or not self.mean_length > 0:
+            raise ConfigError(f"prop.mu and prop.mean_length must be positive, got {self.mu} and "
+                              f"{self.mean_length}")
+        if not 0 <= self.mask_rate <= 1:
+            raise ConfigError(f"prop.mask_rate must be in [0, 1], got {self.mask_rate}")
 
 
 def words(text: str) -> list[str]:
@@ -114,3 +132,33 @@ def rop_loss(preferred: Any, other: Any, documents: Any, temperature: float) -> 
     s_pos = (preferred * documents).sum(-1).float() / temperature
     s_neg = (other * documents).sum(-1).float() / temperature
     return F.softplus(s_neg - s_pos).mean()
+
+
+class PROP(Task):
+    name = "prop"
+    Options = Options
+    needs = "PROP needs documents of at least 5 content words"
+    splits_batches = False
+
+    def __init__(self, options: Options, context: Any) -> None:
+        super().__init__(options, context)
+        self.lm = CollectionLM(context.docs, options.mu)
+
+    def examples(self, epoch: int) -> list[RopExample]:
+        return rop_examples(self.context.docs, mu=self.options.mu, mean_length=self.options.mean_length,
+                            seed=self.context.seed, epoch=epoch, lm=self.lm)
+
+    def heads(self, student: Student) -> dict[str, Callable[[], Any]]:
+        require_mask(student, self.name)
+        return {"mlm": lambda: mlm_head(student.st[0].auto_model.get_input_embeddings())}
+
+    def loss(self, student: Student, batch: list[RopExample], generator: Any) -> Any:
+        features, maskable = student.tokens([student.prompts["document"] + ex.document for ex in batch])
+        masked, labels = mask_tokens(features["input_ids"], maskable, self.options.mask_rate,
+                                     student.mask_id, generator)
+        output = student.st({**features, "input_ids": masked})
+        word_sets = [student.prompts["query"] + " ".join(s) for ex in batch for s in (ex.preferred, ex.other)]
+        sets = student.embedder(student.query_max_length)(word_sets)
+        rop = rop_loss(sets[0::2], sets[1::2], student.vectors(output), student.temperature)
+        mlm = mlm_loss(student.heads["mlm"], output["token_embeddings"], labels)
+        return rop + self.options.mlm_weight * mlm

@@ -1,5 +1,5 @@
 """Masked auto-encoding: RetroMAE (Xiao et al. 2022, "RetroMAE: Pre-Training Retrieval-oriented
-Language Models Via Masked Auto-Encoder"), with DupMAE's bag-of-words head as an option (Xiao et
+Language Models Via Masked Auto-Encoder"), with DupMAE's bag-of-words head as a second task (Xiao et
 al. 2023, "RetroMAE-2 / DupMAE: Duplex Masked Auto-Encoder").
 
 The encoder sees the text with a moderate share masked (``encoder_rate``, 0.3) and produces the
@@ -14,9 +14,25 @@ This is RetroMAE's basic decoder (full self-attention), not its two-stream enhan
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from pretriever.training.pretrain.mlm import mask_tokens, mlm_loss
+from pretriever.errors import ConfigError
+from pretriever.training.pretrain._text import Doc
+from pretriever.training.pretrain.mlm import mask_tokens, mlm_head, mlm_loss, require_mask
+from pretriever.training.pretrain.task import Student, Task
+
+
+@dataclass(frozen=True)
+class Options:
+    encoder_rate: float = 0.3
+    decoder_rate: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("encoder_rate", "decoder_rate"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
 
 def decoder_heads(dim: int, heads: int) -> Any:
@@ -70,3 +86,37 @@ def retromae_loss(st: Any, head: Any, decoder: Any, features: dict[str, Any], ma
         total = total + b
         parts["bow"] = float(b.detach())
     return total, parts
+
+
+class RetroMAE(Task):
+    name = "retromae"
+    Options = Options
+    needs = "RetroMAE needs non-empty documents"
+    splits_batches = False
+    texts_per_example = (0, 2)  # the encoder's and the decoder's view of each document
+    bag_of_words = False
+    excludes: tuple[str, ...] = ()
+
+    def examples(self, epoch: int) -> list[Doc]:
+        return [doc for doc in self.context.docs if doc.full.strip()]  # the texts themselves
+
+    def heads(self, student: Student) -> dict[str, Callable[[], Any]]:
+        require_mask(student, self.name)
+        shape = student.st[0].auto_model.config
+        return {"mlm": lambda: mlm_head(student.st[0].auto_model.get_input_embeddings()),
+                "decoder": lambda: decoder_heads(shape.hidden_size, shape.num_attention_heads)}
+
+    def loss(self, student: Student, batch: list[Doc], generator: Any) -> Any:
+        features, maskable = student.tokens([student.prompts["document"] + doc.full for doc in batch])
+        heads = student.heads
+        loss, _ = retromae_loss(student.st, heads["mlm"], heads["decoder"], features, maskable,
+                                student.mask_id, generator, encoder_rate=self.options.encoder_rate,
+                                decoder_rate=self.options.decoder_rate, bow=self.bag_of_words)
+        return loss
+
+
+class DupMAE(RetroMAE):
+    name = "dupmae"
+    needs = "DupMAE needs non-empty documents"
+    bag_of_words = True
+    excludes = ("retromae",)  # DupMAE is RetroMAE plus its bag-of-words head

@@ -32,6 +32,21 @@ def _umask() -> int:
     return mask
 
 
+def fresh_output(path: str | Path, overwrite: bool) -> Path:
+    """``path``, refused up front if it exists and may not be replaced: before minutes of work, not
+    after them (``atomic_dir`` checks again when it writes)."""
+    out = Path(path)
+    if out.exists() and not overwrite:
+        raise PretrieverError(f"{out} already exists; choose another --out or pass --overwrite")
+    return out
+
+
+def work_folder(out: Path, given: str | Path | None = None) -> Path:
+    """Where a resumable job keeps its chunks or checkpoints: ``given``, or ``OUT.work`` beside the
+    output."""
+    return Path(given) if given else out.with_name(out.name + ".work")
+
+
 @contextlib.contextmanager
 def atomic_dir(final: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``final``; rename it to ``final`` only if the block succeeds.

@@ -116,11 +116,3 @@ class Progress:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
         self.close()
-
-
-def track(items: Any, desc: str, unit: str = "it", *, enabled: bool = True, total: int | None = None) -> Any:
-    """Iterate ``items`` with a ``Progress`` (``total`` defaults to ``len(items)``)."""
-    with Progress(len(items) if total is None else total, desc, unit, enabled=enabled) as bar:
-        for item in items:
-            yield item
-            bar.update(1)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from pretriever._io import atomic_dir
+from pretriever._io import atomic_dir, fresh_output
 from pretriever._manifest import write_manifest
 from pretriever._progress import Progress
 from pretriever.data.corpus import Corpus
@@ -203,8 +203,8 @@ def optimize(
     if out is None and source == bundled_model_path():
         raise ConfigError("the bundled model lives inside the installed package: pass --out DIR to "
                           "optimise a copy of it")
-    if out is not None and Path(out).exists() and not overwrite:
-        raise PretrieverError(f"{out} already exists; choose another --out or pass --overwrite")
+    if out is not None:
+        fresh_output(out, overwrite)
     if out is None and (source / OV_DIR).exists() and not overwrite:
         raise PretrieverError(f"{source} already holds an OpenVINO model ({OV_DIR}/); pass --overwrite to "
                               "replace it, or --out DIR to optimise a copy")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 INFERENCE_PRECISIONS = ("auto", "float32", "bfloat16", "float16", "int8")
@@ -92,19 +91,11 @@ def add_config_args(parser: argparse.ArgumentParser, examples: str) -> None:
                         "overrides the file and the flags")
 
 
-def fresh_output(path: str, overwrite: bool) -> Path:
-    """The output path, refused up front if it exists (before minutes of encoding)."""
-    from pretriever.errors import PretrieverError
+def dataset_from(args: argparse.Namespace, name: str | None = None) -> Any:
+    """The dataset ``--dataset`` (or ``name``) names, read as ``--lenient`` and ``--quiet`` say."""
+    from pretriever.data.dataset import load_dataset
 
-    out = Path(path)
-    if out.exists() and not overwrite:
-        raise PretrieverError(f"{out} already exists; choose another --out or pass --overwrite")
-    return out
-
-
-def work_folder(out: Path, given: str | None = None) -> Path:
-    """Where a resumable encoding keeps its chunks: ``given``, or ``OUT.work`` beside the output."""
-    return Path(given) if given else out.with_name(out.name + ".work")
+    return load_dataset(name or args.dataset, lenient=bool(args.lenient), progress=show_progress(args))
 
 
 def show_progress(args: argparse.Namespace) -> bool:

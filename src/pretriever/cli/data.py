@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from pretriever.cli._common import add_dataset_args, add_quiet_arg, print_json, show_progress, warn
+from pretriever.cli._common import (
+    add_dataset_args,
+    add_quiet_arg,
+    dataset_from,
+    print_json,
+    warn,
+)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -26,13 +32,12 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from pretriever.data.dataset import load_dataset
     from pretriever.errors import ConfigError
 
     name = args.dataset or args.name
     if not name or (args.dataset and args.name and args.dataset != args.name):
         raise ConfigError("give one dataset: pretriever data check --dataset DATASET")
-    dataset = load_dataset(name, lenient=bool(args.lenient), progress=show_progress(args))
+    dataset = dataset_from(args, name)
     stats = dataset.stats()
     if args.json:
         print_json(stats)

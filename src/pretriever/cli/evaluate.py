@@ -11,6 +11,7 @@ from pretriever.cli._common import (
     add_depth_arg,
     add_model_arg,
     add_quiet_arg,
+    dataset_from,
     print_json,
     show_progress,
     warn,
@@ -66,7 +67,6 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pretriever.data.dataset import load_dataset
     from pretriever.errors import ConfigError
     from pretriever.evaluation import compare, evaluate, format_table, parse_metric, to_json
     from pretriever.retrieval import retrieve
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--depth must be at least 1, got {args.depth}")
     if args.k < 1:
         raise ConfigError(f"-k must be at least 1, got {args.k}")
-    dataset = load_dataset(args.dataset, lenient=bool(args.lenient), progress=show_progress(args))
+    dataset = dataset_from(args)
     qrels = dataset.qrels(args.split)
     reranker = None
     if args.reranker:

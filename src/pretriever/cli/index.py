@@ -8,6 +8,7 @@ import shutil
 import time
 from pathlib import Path
 
+from pretriever._io import fresh_output, work_folder
 from pretriever.cli._common import (
     add_backend_args,
     add_dataset_args,
@@ -16,9 +17,8 @@ from pretriever.cli._common import (
     add_model_arg,
     add_output_args,
     add_quiet_arg,
-    fresh_output,
+    dataset_from,
     show_progress,
-    work_folder,
 )
 
 DENSE_EPILOG = """\
@@ -134,11 +134,10 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_bm25(args: argparse.Namespace) -> int:
-    from pretriever.data.dataset import load_dataset
     from pretriever.indexes.bm25 import BM25Index
 
     fresh_output(args.out, args.overwrite)  # before the work, not after it
-    dataset = load_dataset(args.dataset, lenient=bool(args.lenient), progress=show_progress(args))
+    dataset = dataset_from(args)
     start = time.perf_counter()
     index = BM25Index(k1=args.k1, b=args.b, method=args.method, stopwords=args.stopwords,
                       stemmer=args.stemmer, progress=show_progress(args))
@@ -183,13 +182,12 @@ def _device_for_rank() -> str | None:
 
 
 def run_dense(args: argparse.Namespace) -> int:
-    from pretriever.data.dataset import load_dataset
     from pretriever.encoders.dense import DenseEncoder
     from pretriever.encoding import encode_shard
 
     out = fresh_output(args.out, args.overwrite)
     work = work_folder(out, args.work)
-    dataset = load_dataset(args.dataset, lenient=bool(args.lenient), progress=show_progress(args))
+    dataset = dataset_from(args)
     encoder = DenseEncoder(args.model, batch_size=args.batch_size, device=_device_for_rank(),
                            backend=args.backend, precision=args.precision)
     shard = _shard(args.shard)
@@ -212,11 +210,10 @@ def run_dense(args: argparse.Namespace) -> int:
 
 
 def run_merge(args: argparse.Namespace) -> int:
-    from pretriever.data.dataset import load_dataset
 
     out = fresh_output(args.out, args.overwrite)
     work = work_folder(out, args.work)
-    dataset = load_dataset(args.dataset, lenient=bool(args.lenient), progress=show_progress(args))
+    dataset = dataset_from(args)
     index = _dense_index(args, "minilm", work).build_from_shards(dataset.corpus, work)
     index.save(out, overwrite=args.overwrite)
     shutil.rmtree(work, ignore_errors=True)
@@ -225,7 +222,6 @@ def run_merge(args: argparse.Namespace) -> int:
 
 
 def run_hybrid(args: argparse.Namespace) -> int:
-    from pretriever.data.dataset import load_dataset
     from pretriever.retrieval.fusion import Fusion
     from pretriever.retrieval.spec import build_named
 
@@ -235,7 +231,7 @@ def run_hybrid(args: argparse.Namespace) -> int:
         from pretriever.errors import ConfigError
 
         raise ConfigError("fusion weights must not be tuned on the test split; use --tune-on train or dev")
-    dataset = load_dataset(args.dataset, lenient=bool(args.lenient), progress=show_progress(args))
+    dataset = dataset_from(args)
     start = time.perf_counter()
     work = work_folder(out)
     pipeline = build_named("hybrid", dataset, model=args.model, progress=show_progress(args),
@@ -254,7 +250,6 @@ def run_hybrid(args: argparse.Namespace) -> int:
 
 
 def run_rerank(args: argparse.Namespace) -> int:
-    from pretriever.data.dataset import load_dataset
     from pretriever.encoders.cross import Reranker
     from pretriever.errors import ConfigError
     from pretriever.retrieval.loading import load_index
@@ -269,7 +264,7 @@ def run_rerank(args: argparse.Namespace) -> int:
                           "queries, so its first stage is bm25, dense, hybrid or an index folder (rerank a "
                           "run file with `pretriever rerank`)")
     reranker = Reranker.load(args.reranker, backend=args.backend, precision=args.precision)
-    dataset = load_dataset(args.dataset, lenient=bool(args.lenient), progress=show_progress(args))
+    dataset = dataset_from(args)
     start = time.perf_counter()
     work = work_folder(out)
     if args.first_stage in RETRIEVER_NAMES:

@@ -9,6 +9,7 @@ from pretriever.cli._common import (
     add_dataset_args,
     add_model_arg,
     add_quiet_arg,
+    dataset_from,
     precision_name,
     show_progress,
 )
@@ -55,13 +56,12 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pretriever.data.dataset import load_dataset
     from pretriever.errors import ConfigError
     from pretriever.optimize import optimize
 
     if not args.model:
         raise ConfigError("give the model to optimise: --model DIR (or --model minilm --out DIR)")
-    dataset = load_dataset(args.dataset, lenient=bool(args.lenient), progress=show_progress(args))
+    dataset = dataset_from(args)
     report = optimize(args.model, dataset.corpus, precision=args.precision, out=args.out,
                       calibration=args.calibration, check=args.check, seed=args.seed,
                       min_quality=args.min_quality, corpus_name=dataset.name, overwrite=args.overwrite,

@@ -5,16 +5,16 @@ from __future__ import annotations
 import argparse
 import time
 
+from pretriever._io import fresh_output, work_folder
 from pretriever.cli._common import (
     add_backend_args,
     add_dataset_args,
     add_model_arg,
     add_output_args,
     add_quiet_arg,
-    fresh_output,
+    dataset_from,
     show_progress,
     warn,
-    work_folder,
 )
 
 DESCRIPTION = """\
@@ -42,9 +42,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pretriever._quickstart import quickstart
-    from pretriever.data.dataset import load_dataset
 
-    dataset = load_dataset(args.dataset, lenient=bool(args.lenient), progress=show_progress(args))
+    dataset = dataset_from(args)
     out = fresh_output(args.out or f"reports/{dataset.name}-{args.split}", args.overwrite)
     work = work_folder(out)
     start = time.perf_counter()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from pretriever._io import fresh_output
 from pretriever.cli._common import (
     add_backend_args,
     add_dataset_args,
@@ -12,7 +13,7 @@ from pretriever.cli._common import (
     add_model_arg,
     add_output_args,
     add_quiet_arg,
-    fresh_output,
+    dataset_from,
     show_progress,
 )
 
@@ -75,7 +76,6 @@ def _common(parser: argparse.ArgumentParser, split: str) -> None:
 
 
 def _inputs(args: argparse.Namespace, depth: int):  # -> (run, name, queries, texts, reranker)
-    from pretriever.data.dataset import load_dataset
     from pretriever.encoders.cross import Reranker
     from pretriever.errors import ConfigError
     from pretriever.retrieval.spec import retrieve
@@ -83,7 +83,7 @@ def _inputs(args: argparse.Namespace, depth: int):  # -> (run, name, queries, te
     if args.depth is not None and args.depth < 1:
         raise ConfigError(f"--depth must be at least 1, got {args.depth}")
     fresh_output(args.out, args.overwrite)
-    dataset = load_dataset(args.dataset, lenient=bool(args.lenient), progress=show_progress(args))
+    dataset = dataset_from(args)
     reranker = Reranker.load(args.reranker, backend=args.backend, precision=args.precision,
                              batch_size=args.batch_size)
     run, name, _ = retrieve(dataset, args.first_stage, split=args.split, k=depth, model=args.model,

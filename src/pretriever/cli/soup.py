@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from pretriever.cli._common import add_dataset_args, add_output_args, add_quiet_arg, show_progress
+from pretriever.cli._common import (
+    add_dataset_args,
+    add_output_args,
+    add_quiet_arg,
+    dataset_from,
+    show_progress,
+)
 
 DESCRIPTION = """\
 Average the weights of models fine-tuned from the same base (Wortsman et al. 2022). Uniform:
@@ -38,7 +44,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pretriever.cli._common import fresh_output
+    from pretriever._io import fresh_output
     from pretriever.errors import ConfigError
     from pretriever.training.soups import dev_scorer, soup
 
@@ -47,9 +53,8 @@ def run(args: argparse.Namespace) -> int:
     if args.greedy:
         if not args.dataset:
             raise ConfigError("--greedy needs --dataset (and --split, default dev) to score models")
-        from pretriever.data.dataset import load_dataset
 
-        dataset = load_dataset(args.dataset, lenient=bool(args.lenient), progress=show_progress(args))
+        dataset = dataset_from(args)
         score = dev_scorer(dataset, args.split, progress=show_progress(args))
     weights = None
     if args.weights:

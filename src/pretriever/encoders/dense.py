@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pretriever._io import atomic_dir, sha256_file
+from pretriever._io import atomic_dir
 from pretriever._manifest import read_manifest, write_manifest
 from pretriever.encoders import backends
 from pretriever.errors import ConfigError, DataNotFoundError, MissingDependencyError
@@ -207,9 +207,8 @@ class DenseEncoder(backends.BackendModel):
                 for name, content in (files or {}).items():
                     (tmp / name).write_text(content, encoding="utf-8")
                 params = self.spec()
-                weights = sorted(tmp.glob("*.safetensors"))
                 params["source"] = str(path.resolve())  # the saved weights, not the ones loaded
-                params["weights_sha256"] = sha256_file(weights[0]) if len(weights) == 1 else None
+                params["weights_sha256"] = backends.weights_sha256(tmp)
                 write_manifest(tmp, kind=self.kind, format_version=FORMAT_VERSION, params=params,
                                provenance=provenance or {},
                                libraries=("torch", "transformers", "sentence-transformers"))

@@ -19,7 +19,7 @@ import numpy as np
 from pretriever.training.batching import unique_query_batches
 from pretriever.training.biencoder import TrainConfig, judged_relevant
 from pretriever.training.embedding import embed as embed_texts
-from pretriever.training.loop import autocast_dtype
+from pretriever.training.loop import autocast, autocast_dtype
 from pretriever.training.negatives.static import Example
 from pretriever.training.splits import train_and_dev
 from pretriever.training.trainer import Job, Plan, Trainer
@@ -54,7 +54,7 @@ def setup(job: Job) -> Plan:
     st = encoder.st
     device = str(st.device)
     prompt = encoder.prompts["query"]
-    autocast = autocast_dtype(config.precision, device)
+    dtype = autocast_dtype(config.precision, device)
 
     def embed(texts: list[str]) -> Any:
         return embed_texts(st, texts, config.query_max_length, normalize=encoder.normalize)
@@ -62,8 +62,7 @@ def setup(job: Job) -> Plan:
     def encode_now(ids: list[str]) -> np.ndarray:
         was_training = st.training
         st.eval()
-        with torch.inference_mode(), torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16,
-                                                    enabled=autocast is not None):
+        with torch.inference_mode(), autocast(device, dtype):
             parts = [embed([prompt + queries[q] for q in ids[i : i + 128]]).float().cpu()
                      for i in range(0, len(ids), 128)]
         st.train(was_training)

@@ -27,7 +27,7 @@ from pretriever.errors import ConfigError
 from pretriever.training.batching import unique_query_batches
 from pretriever.training.embedding import embed as embed_texts
 from pretriever.training.grad_cache import embedded_loss
-from pretriever.training.loop import LoopConfig, LoopResult, autocast_dtype
+from pretriever.training.loop import LoopConfig, LoopResult, autocast, autocast_dtype
 from pretriever.training.lora import LoraConfig
 from pretriever.training.negatives.static import Example, NegativeConfig, build_examples
 from pretriever.training.splits import LabelledConfig, train_and_dev
@@ -270,7 +270,7 @@ def setup(job: Job) -> Plan:
                               (lambda t: embed(t, config.max_length), d_texts)],
                              lambda reps: batch_loss(batch, *reps, everyone), config.grad_cache, device)
 
-    autocast = autocast_dtype(config.precision, device)
+    dtype = autocast_dtype(config.precision, device)
     evaluate_fn = None
     if dev_qrels and world.main:
         from pretriever.runs import ranked
@@ -283,8 +283,7 @@ def setup(job: Job) -> Plan:
         def evaluate_fn() -> float:
             if not doc_ids:  # the first stage found nothing for any dev query
                 return 0.0
-            with torch.inference_mode(), torch.autocast(device_type=device.split(":")[0],
-                                                        dtype=torch.bfloat16, enabled=autocast is not None):
+            with torch.inference_mode(), autocast(device, dtype):
                 dev_texts = [prompts["query"] + t for t in dev_queries.values()]
                 qv = torch.cat([embed(dev_texts[i : i + 64], config.query_max_length)
                                 for i in range(0, len(dev_texts), 64)])

@@ -100,6 +100,14 @@ def autocast_dtype(choice: str, device: str) -> Any:
     return torch.bfloat16 if choice == "bfloat16" or cpu_has_bf16() else None
 
 
+def autocast(device: str, dtype: Any) -> Any:
+    """The autocast context for ``autocast_dtype``'s choice on ``device`` (off when it is None)."""
+    import torch
+
+    return torch.autocast(device_type=device.split(":")[0], dtype=dtype or torch.bfloat16,
+                          enabled=dtype is not None)
+
+
 def train_loop(
     model: Any,
     batches: Callable[[int], Sequence[Any]],
@@ -197,8 +205,7 @@ def train_loop(
         epoch_batches = batches(epoch)
         per_epoch = counts[epoch]
         for batch in epoch_batches[offset:]:
-            with torch.autocast(device_type=device.split(":")[0], dtype=dtype or torch.bfloat16,
-                                enabled=dtype is not None):
+            with autocast(device, dtype):
                 loss = loss_fn(batch, epoch + offset / per_epoch)
             if loss.requires_grad:  # a loss_fn may run its own backward (GradCache) and return it detached
                 loss.backward()

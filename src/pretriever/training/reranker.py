@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pretriever.errors import ConfigError
-from pretriever.training.loop import LoopConfig, LoopResult, autocast_dtype
+from pretriever.training.loop import LoopConfig, LoopResult, autocast, autocast_dtype
 from pretriever.training.negatives.static import Example, NegativeConfig, build_examples
 from pretriever.training.splits import LabelledConfig, train_and_dev
 from pretriever.training.trainer import Job, Plan, Trainer, TrainingReport, fit
@@ -125,14 +125,13 @@ def setup(job: Job) -> Plan:
         labels[:, 0] = 1.0
         return bce(logits, labels, None if weights is None else weights[:, None].expand_as(logits))
 
-    autocast = autocast_dtype(config.precision, device)
+    dtype = autocast_dtype(config.precision, device)
     dev_queries = {q: queries[q] for q in dev_qrels}
     dev_first = {q: run.get(q, {}) for q in dev_queries}
     evaluate_fn = None
     if dev_qrels:
         def evaluate_fn() -> float:
-            with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16,
-                                enabled=autocast is not None):
+            with autocast(device, dtype):
                 scores = reranker.score_run(dev_first, dev_queries, texts, depth=config.dev_depth)
             return evaluate(dev_qrels, scores, ["nDCG@10"]).metrics["nDCG@10"]
 

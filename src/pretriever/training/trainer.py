@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pretriever._io import fresh_output, work_folder
 from pretriever.data.dataset import Dataset, load_dataset
-from pretriever.errors import ConfigError, PretrieverError
+from pretriever.errors import ConfigError
 from pretriever.training.config import to_dict
 from pretriever.training.loop import LoopResult, autocast_dtype, train_loop
 
@@ -114,18 +115,6 @@ class TrainingReport:
     counts: dict[str, Any] = field(default_factory=dict)
 
 
-def work_folder(out: Path, work: str | Path | None = None) -> Path:
-    """Where a job keeps its checkpoint and caches: ``work``, or ``OUT.work`` beside the output."""
-    return Path(work) if work else out.with_name(out.name + ".work")
-
-
-def refuse_existing(paths: Sequence[Path], overwrite: bool) -> None:
-    """Refuse to start when an output already exists and may not be replaced."""
-    for path in paths:
-        if path.exists() and not overwrite:
-            raise PretrieverError(f"{path} already exists; choose another --out or pass --overwrite")
-
-
 def fit(trainer: Trainer, config: Any, *, progress: bool = True, stop_after: int | None = None,
         overwrite: bool = False, work: str | Path | None = None,
         log: Callable[[str], None] | None = None) -> TrainingReport:
@@ -141,7 +130,8 @@ def fit(trainer: Trainer, config: Any, *, progress: bool = True, stop_after: int
         raise ConfigError(f"the {trainer.name} trainer takes a {trainer.config.__name__}, not a "
                           f"{type(config).__name__}")
     out = Path(config.out)
-    refuse_existing(trainer.outputs(config), overwrite)
+    for path in trainer.outputs(config):
+        fresh_output(path, overwrite)
     work_dir = work_folder(out, work)
     dataset = load_dataset(config.dataset, lenient=getattr(config, "lenient", False), progress=progress)
     job = Job(config, dataset, out, work_dir, progress, log or _to_logging)

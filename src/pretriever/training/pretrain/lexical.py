@@ -122,13 +122,13 @@ class LexicalTeacher:
         qv = self.encoder.encode_queries([queries[q] for q in qids], progress=self.progress)
         parts = {}
         for qid in qids:
-            bm = _top(lexical.get(qid, {}), self.depth)
+            bm = lexical.get(qid, {})
             best = max(bm.values(), default=0.0) or 1.0
             parts[qid] = {d: self.weight * s / best for d, s in bm.items()}
         dense = self.dense.search_vectors(qids, qv, self.depth)
         out = {}
         for i, qid in enumerate(qids):
-            cosines = _top(dense.get(qid, {}), self.depth)
+            cosines = dict(dense.get(qid, {}))
             cosines.update({d: float(self.vectors[self.row[d]] @ qv[i]) for d in parts[qid]
                             if d not in cosines})
             out[qid] = {d: cos / self.temperature + parts[qid].get(d, 0.0) for d, cos in cosines.items()}
@@ -146,11 +146,6 @@ class LexicalTeacher:
                 if d in column:
                     out[i, column[d]] += part
         return out
-
-
-def _top(hits: dict[str, float], k: int) -> dict[str, float]:
-    """The ``k`` best of ``hits``."""
-    return dict(sorted(hits.items(), key=lambda kv: -kv[1])[:k])
 
 
 def lexical_lists(docs: Sequence[Doc], teacher: LexicalTeacher, *, negatives: int = 1, seed: int = 42,

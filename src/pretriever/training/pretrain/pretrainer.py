@@ -123,6 +123,12 @@ def step_gb(tokens: int, layers: int = 6, width: int = 384) -> float:
     return tokens * layers * width * GB_PER_TOKEN_LAYER_WIDTH
 
 
+def largest_step(config: PretrainConfig, tasks: list[Task]) -> int:
+    """The tokens the largest step of ``tasks`` back-propagates at once (without GradCache)."""
+    return max(t.tokens_per_step(config.batch_size, config.max_length, config.query_max_length)
+               for t in tasks)
+
+
 def grad_cache_chunk(config: PretrainConfig, tasks: list[Task], layers: int, width: int,
                      budget: float = STEP_BUDGET_GB) -> int:
     """The GradCache chunk (texts embedded at a time; 0: the whole batch): ``config.grad_cache``
@@ -133,9 +139,7 @@ def grad_cache_chunk(config: PretrainConfig, tasks: list[Task], layers: int, wid
     split = [t for t in tasks if t.splits_batches]
     if not split:
         return 0
-    tokens = max(t.tokens_per_step(config.batch_size, config.max_length, config.query_max_length)
-                 for t in split)
-    if step_gb(tokens, layers, width) <= budget:
+    if step_gb(largest_step(config, split), layers, width) <= budget:
         return 0
     return max(1, int(budget / step_gb(config.max_length, layers, width)))
 
@@ -177,7 +181,7 @@ def setup(job: Job) -> Plan:
                                    power=config.idf_pooling, device=config.device))
     context = Context(docs, corpus, base, config.loop.seed, config.batch_size, config.max_length,
                       config.query_max_length, config.max_examples, config.temperature, job.work,
-                      config.device, job.progress, job.log)
+                      job.progress)
     tasks = {name: TASKS[name](config.options[name], context) for name in config.task_list}
     encoder = DenseEncoder(base, backend="torch", precision="float32", device=config.device)
     st = encoder.st
@@ -186,8 +190,7 @@ def setup(job: Job) -> Plan:
     chunk = grad_cache_chunk(config, list(tasks.values()), shape.num_hidden_layers, shape.hidden_size,
                              step_budget_gb(device))
     if chunk == 0:
-        tokens = max(t.tokens_per_step(config.batch_size, config.max_length, config.query_max_length)
-                     for t in tasks.values())
+        tokens = largest_step(config, list(tasks.values()))
         need, have = step_gb(tokens, shape.num_hidden_layers, shape.hidden_size), memory_gb(device)
         if have and need > 0.6 * have:  # a rough estimate on a machine shared with the OS: warn early
             job.log(f"warning: a step back-propagates about {tokens:,} tokens at once: about {need:.0f} GB, "

@@ -44,9 +44,7 @@ class Context:
     max_examples: int | None
     temperature: float
     work_dir: Path
-    device: str | None
     progress: bool
-    log: Callable[[str], None]
 
 
 @dataclass

@@ -29,9 +29,12 @@ _EXPORTS = {
     "load_index": "pretriever.retrieval.loading",
     "FlatIndex": "pretriever.indexes.dense",
     "FaissIndex": "pretriever.indexes.ann",
+    "MaxSimIndex": "pretriever.indexes.late_interaction",
+    "PlaidIndex": "pretriever.indexes.plaid",
     # encoders
     "DenseEncoder": "pretriever.encoders.dense",
     "Reranker": "pretriever.encoders.cross",
+    "ColBERTEncoder": "pretriever.encoders.colbert",
     # training
     "TrainConfig": "pretriever.training.biencoder",
     "train": "pretriever.training.registry",
@@ -40,6 +43,8 @@ _EXPORTS = {
     "soup": "pretriever.training.soups",
     "PretrainConfig": "pretriever.training.pretrain.pretrainer",
     "pretrain": "pretriever.training.pretrain.pretrainer",
+    "ColBERTConfig": "pretriever.training.colbert",
+    "train_colbert": "pretriever.training.colbert",
     # retrieval
     "Fusion": "pretriever.retrieval.fusion",
     "fuse": "pretriever.retrieval.fusion",

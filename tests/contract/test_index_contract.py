@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,17 @@ from pretriever.errors import ConfigError, ManifestError, NotBuiltError
 from pretriever.indexes import BM25Index, Index, search_one
 from pretriever.indexes.ann import FaissIndex
 from pretriever.indexes.dense import FlatIndex
+from pretriever.indexes.late_interaction import MaxSimIndex
+from pretriever.indexes.plaid import PlaidIndex
 from pretriever.retrieval import Fusion, Pipeline, load_index
+
+
+@cache
+def colbert():  # one zero-shot ColBERT encoder for every late-interaction factory
+    from pretriever.encoders.colbert import ColBERTEncoder
+
+    return ColBERTEncoder("minilm", batch_size=4, backend="torch", precision="float32")
+
 
 FACTORIES: dict[str, Callable[..., Index]] = {
     "bm25": lambda enc: BM25Index(progress=False),
@@ -22,6 +33,11 @@ FACTORIES: dict[str, Callable[..., Index]] = {
     "dense-flat-fp16": lambda enc: FlatIndex(enc, dtype="float16", chunk_rows=2, progress=False),
     "faiss-hnsw": lambda enc: FaissIndex(enc, progress=False),
     "faiss-flat": lambda enc: FaissIndex(enc, index_type="flat", progress=False),
+    "maxsim-exact": lambda enc: MaxSimIndex(colbert(), progress=False),
+    "plaid": lambda enc: PlaidIndex(colbert(), centroids=16, progress=False),
+    "pipeline-bm25-dense-maxsim": lambda enc: Pipeline({"bm25": BM25Index(progress=False),
+                                                        "dense": FlatIndex(enc, progress=False),
+                                                        "colbert": PlaidIndex(colbert(), progress=False)}),
     "pipeline-wsum": lambda enc: Pipeline({"bm25": BM25Index(progress=False),
                                            "dense": FlatIndex(enc, progress=False)}),
     "pipeline-rrf": lambda enc: Pipeline({"bm25": BM25Index(progress=False),

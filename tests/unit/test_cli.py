@@ -127,7 +127,8 @@ def test_every_command_speaks_one_vocabulary() -> None:
         if "-m" in options:
             assert "--model" in options["-m"].option_strings, f"{name}: -m is not --model"
         if "--base" in options:
-            assert name in ("train", "pretrain", "train-reranker"), f"{name}: --base outside a trainer"
+            assert name in ("train", "pretrain", "train-reranker", "train-colbert"), \
+                f"{name}: --base outside a trainer"
             assert options["--base"] is options["--model"]
         if "--dataset" in options:
             assert "--lenient" in options, f"{name} reads a dataset without --lenient"

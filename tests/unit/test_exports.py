@@ -12,7 +12,8 @@ EXPECTED = [
     "load_index", "read_corpus", "read_qrels", "read_queries", "read_run", "write_run",
     "DenseEncoder", "FaissIndex", "FlatIndex", "Fusion", "Pipeline", "fuse", "quickstart",
     "Reranker", "TrainConfig", "train", "RerankerConfig", "train_reranker", "soup",
-    "PretrainConfig", "pretrain",
+    "PretrainConfig", "pretrain", "ColBERTEncoder", "MaxSimIndex", "PlaidIndex", "ColBERTConfig",
+    "train_colbert",
 ]
 
 

@@ -19,14 +19,16 @@ from pretriever.cli._common import (
 
 DESCRIPTION = """\
 Run each --retriever on the judged queries of --split and score it against the qrels.
-A retriever is 'bm25', 'dense' or 'hybrid' (built on the fly over the corpus; hybrid =
-BM25 + dense, min-max weighted sum), an index or pipeline folder, or a TREC run file. Give
+A retriever is 'bm25', 'dense', 'colbert' or 'hybrid' (built on the fly over the corpus;
+colbert = late interaction over the model's token vectors, zero-shot for a plain encoder;
+hybrid = BM25 + dense, min-max weighted sum; join members with '+' to fuse them, e.g.
+hybrid+colbert), an index or pipeline folder, or a TREC run file. Give
 --retriever several times to compare systems: the first is the baseline, and a paired,
 seeded significance test marks differences with '*'. Judged queries that a run does not
 answer score 0 and are reported. With --reranker, each retriever's top --depth is also
-reranked by that cross-encoder (an extra row per retriever). A run saved with --save-run
-scores the same in trec_eval (ties are ranked as trec_eval ranks them, scores at full
-precision)."""
+reranked by that cross-encoder or late-interaction index (an extra row per retriever). A
+run saved with --save-run scores the same in trec_eval (ties are ranked as trec_eval ranks
+them, scores at full precision)."""
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -37,18 +39,20 @@ def register(commands: argparse._SubParsersAction) -> None:
         "  pretriever evaluate --dataset scifact --retriever bm25\n"
         "  pretriever evaluate --dataset nfcorpus --retriever bm25 --retriever my.run --json\n"
         "  pretriever evaluate -d scifact --retriever indexes/scifact-bm25 --save-run bm25.trec\n"
-        "  pretriever evaluate -d scifact --retriever hybrid --reranker models/sf-reranker --depth 30",
+        "  pretriever evaluate -d scifact --retriever hybrid --reranker models/sf-reranker --depth 30\n"
+        "  pretriever evaluate -d scifact --retriever hybrid --retriever hybrid+colbert",
     )
     add_dataset_args(parser)
     parser.add_argument("--retriever", "-r", action="append", required=True, metavar="R",
-                        help="bm25 | dense | hybrid | INDEX_DIR | RUN_FILE (repeatable; the first "
-                        "is the baseline)")
+                        help="bm25 | dense | colbert | hybrid | hybrid+colbert | INDEX_DIR | RUN_FILE "
+                        "(repeatable; the first is the baseline)")
     add_model_arg(parser, "model of the dense and hybrid retrievers: a sentence-transformers folder or "
                   "'minilm' (default)")
     add_backend_args(parser)
     parser.add_argument("--reranker", metavar="DIR",
-                        help="also rerank each retriever's top --depth with this cross-encoder (an extra "
-                        "row per retriever, compared with significance)")
+                        help="also rerank each retriever's top --depth with this cross-encoder or "
+                        "late-interaction index folder (an extra row per retriever, compared with "
+                        "significance)")
     add_depth_arg(parser, "how many the --reranker reorders (default 100)", default=100)
     parser.add_argument("--split", default="test", help="qrels split to evaluate on (default test)")
     parser.add_argument("--metrics", nargs="+", metavar="M",
@@ -70,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from pretriever.errors import ConfigError
     from pretriever.evaluation import compare, evaluate, format_table, parse_metric, to_json
     from pretriever.retrieval import retrieve
+    from pretriever.retrieval.loading import check_reranker
     from pretriever.runs import write_run
 
     for metric in args.metrics:
@@ -87,9 +92,10 @@ def run(args: argparse.Namespace) -> int:
     qrels = dataset.qrels(args.split)
     reranker = None
     if args.reranker:
-        from pretriever.encoders.cross import Reranker
+        from pretriever.retrieval.loading import load_reranker
 
-        reranker = Reranker.load(args.reranker, backend=args.backend, precision=args.precision)
+        reranker = load_reranker(args.reranker, backend=args.backend, precision=args.precision)
+        check_reranker(reranker, dataset, args.reranker)
     evaluations = []
     for spec in args.retriever:
         run, name, notes = retrieve(dataset, spec, split=args.split, k=args.k, progress=show_progress(args),
@@ -104,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
             how = (f"reranked top {args.depth} with {args.reranker} ({'/'.join(reranker.resolved)}; "
                    f"{reranker.describe_mix(args.depth)})")
             evaluations.append(evaluate(qrels, reranked, args.metrics, name=f"{name} > rerank",
-                                        notes=[*notes, how]))
+                                        notes=[*notes, how, *getattr(reranker, "notes", [])]))
     comparisons = []
     if len(evaluations) > 1:
         comparisons = compare(evaluations, args.metrics[0], test=args.test, seed=args.seed)

@@ -1,4 +1,4 @@
-"""``pretriever index bm25|dense|merge``: build index folders."""
+"""``pretriever index bm25|dense|colbert|hybrid|rerank|merge``: build index folders."""
 
 from __future__ import annotations
 
@@ -73,6 +73,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="weighted sum of normalised scores (default) or reciprocal rank fusion")
     hybrid.add_argument("--norm", default="min-max", choices=["min-max", "z-score"],
                         help="score normalisation for wsum (default min-max)")
+    hybrid.add_argument("--colbert", nargs="?", const="minilm", metavar="MODEL",
+                        help="add a third member: late interaction (MaxSim over the union of the BM25 "
+                        "and dense candidates) with MODEL's token vectors (default minilm, zero-shot)")
     hybrid.add_argument("--tune-on", metavar="SPLIT",
                         help="tune the wsum weights by grid search on this split (train or dev; "
                         "never test)")
@@ -92,7 +95,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_dataset_args(rerank)
     add_first_stage_arg(rerank, "the candidates reranked (a run file cannot be a pipeline's first stage)",
                         required=True)
-    rerank.add_argument("--reranker", required=True, metavar="DIR", help="cross-encoder folder")
+    rerank.add_argument("--reranker", required=True, metavar="DIR",
+                        help="cross-encoder folder, or a late-interaction index folder (MaxSim)")
     add_output_args(rerank, "pipeline folder to create")
     add_depth_arg(rerank, "how many are reranked (default 100)", default=100)
     rerank.add_argument("--interpolation", type=float,
@@ -105,6 +109,42 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_backend_args(rerank)
     add_quiet_arg(rerank)
     rerank.set_defaults(handler=run_rerank)
+
+    colbert = sub.add_parser(
+        "colbert", help="multi-vector late interaction (ColBERT): compressed PLAID or exact MaxSim",
+        description="Encode one vector per document token and save a late-interaction index.\n"
+        "With a plain encoder (the default, bundled MiniLM) the token vectors are its own,\n"
+        "normalised: zero-shot late interaction, no training. With a ColBERT folder (`pretriever\n"
+        "train-colbert`, or PyLate's) they go through its projection. The default index compresses\n"
+        "every token to its k-means centroid and a 2-bit residual (PLAID); --exact keeps every vector\n"
+        "(float16) and searches by brute force. A killed encoding resumes when the same command is\n"
+        "run again.",
+        epilog="examples:\n"
+        "  pretriever index colbert --dataset scifact --out indexes/sf-colbert\n"
+        "  pretriever evaluate -d scifact --retriever indexes/sf-colbert\n"
+        "  pretriever evaluate -d scifact --retriever hybrid --reranker indexes/sf-colbert  # rerank\n"
+        "  pretriever index hybrid --dataset scifact --colbert --out indexes/sf-3way  # BM25+dense+MaxSim",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_dataset_args(colbert)
+    add_output_args(colbert, "index folder to create")
+    add_model_arg(colbert, "encoder or ColBERT folder; 'minilm' = bundled all-MiniLM-L6-v2, zero-shot "
+                  "(default)")
+    add_backend_args(colbert)
+    colbert.add_argument("--exact", action="store_true",
+                         help="keep every token vector and search by exact MaxSim (no compression)")
+    colbert.add_argument("--centroids", type=int,
+                         help="k-means centroids of the PLAID index (default: a power of two near "
+                         "4 x sqrt(tokens))")
+    colbert.add_argument("--nbits", type=int, default=2, choices=[1, 2, 4, 8],
+                         help="bits per residual dimension (default 2)")
+    colbert.add_argument("--nprobe", type=int, default=4, help="centroids probed per query token (default 4)")
+    colbert.add_argument("--ndocs", type=int, default=64,
+                         help="candidates decompressed and scored exactly per query (default 64)")
+    colbert.add_argument("--batch-size", type=int, default=32, help="documents per batch (default 32)")
+    colbert.add_argument("--work", metavar="DIR", help="encoding work folder (default: DIR.work)")
+    add_quiet_arg(colbert)
+    colbert.set_defaults(handler=run_colbert)
 
     for name, helptext in (("dense", "dense bi-encoder (exact search, or FAISS with --ann)"),
                            ("merge", "build a dense index from finished --shard encodings")):
@@ -237,6 +277,9 @@ def run_hybrid(args: argparse.Namespace) -> int:
     pipeline = build_named("hybrid", dataset, model=args.model, progress=show_progress(args),
                            work_dir=work, backend=args.backend,
                            precision=args.precision)
+    if args.colbert:
+        late = _colbert_index(args, args.colbert, work / "colbert")
+        pipeline.retrievers["colbert"] = late.build(dataset.corpus)
     pipeline.fusion = fusion
     if args.tune_on:
         score = pipeline.tune(dataset.qrels(args.tune_on), dataset.split_queries(args.tune_on),
@@ -250,11 +293,10 @@ def run_hybrid(args: argparse.Namespace) -> int:
 
 
 def run_rerank(args: argparse.Namespace) -> int:
-    from pretriever.encoders.cross import Reranker
     from pretriever.errors import ConfigError
-    from pretriever.retrieval.loading import load_index
+    from pretriever.retrieval.loading import check_reranker, load_index, load_reranker
     from pretriever.retrieval.pipeline import Pipeline
-    from pretriever.retrieval.spec import RETRIEVER_NAMES, build_named, check_same_corpus
+    from pretriever.retrieval.spec import build_named, check_same_corpus, is_named
 
     out = fresh_output(args.out, args.overwrite)
     if args.tune_on == "test":
@@ -263,22 +305,25 @@ def run_rerank(args: argparse.Namespace) -> int:
         raise ConfigError(f"--first-stage {args.first_stage} is a run file: a pipeline searches new "
                           "queries, so its first stage is bm25, dense, hybrid or an index folder (rerank a "
                           "run file with `pretriever rerank`)")
-    reranker = Reranker.load(args.reranker, backend=args.backend, precision=args.precision)
+    reranker = load_reranker(args.reranker, backend=args.backend, precision=args.precision)
     dataset = dataset_from(args)
+    check_reranker(reranker, dataset, args.reranker)
     start = time.perf_counter()
     work = work_folder(out)
-    if args.first_stage in RETRIEVER_NAMES:
+    if is_named(args.first_stage):
         first = build_named(args.first_stage, dataset, model=args.model, progress=show_progress(args),
                             work_dir=work, backend=args.backend, precision=args.precision)
     else:
         first = load_index(args.first_stage)
         check_same_corpus(first, dataset, Path(args.first_stage))
-    if isinstance(first, Pipeline):
+    settings = {}
+    if isinstance(first, Pipeline):  # its members, fusion, depth and late-interaction mode are kept
         members, fusion = first.retrievers, first.fusion
+        settings = {"depth": first.depth, "late_interaction": first.late_interaction}
     else:
         members, fusion = {Path(args.first_stage).name: first}, None
     pipeline = Pipeline(members, fusion, reranker=reranker, rerank_depth=args.depth,
-                        interpolation=args.interpolation).build(dataset.corpus)
+                        interpolation=args.interpolation, **settings).build(dataset.corpus)
     if args.tune_on:
         score = pipeline.tune_interpolation(dataset.qrels(args.tune_on), dataset.split_queries(args.tune_on),
                                             split=args.tune_on)
@@ -287,4 +332,34 @@ def run_rerank(args: argparse.Namespace) -> int:
     shutil.rmtree(work, ignore_errors=True)
     print(f"built {args.first_stage} > rerank pipeline over {len(dataset.corpus):,} documents of "
           f"{dataset.name} in {time.perf_counter() - start:.1f}s -> {out}")
+    return 0
+
+
+def _colbert_index(args: argparse.Namespace, model: str, work: Path):
+    from pretriever.encoders.colbert import ColBERTEncoder
+    from pretriever.indexes.late_interaction import MaxSimIndex
+    from pretriever.indexes.plaid import PlaidIndex
+
+    batch_size = getattr(args, "batch_size", 32)
+    encoder = ColBERTEncoder(model, batch_size=batch_size, device=_device_for_rank(), backend=args.backend,
+                             precision=args.precision)
+    common = {"batch_size": batch_size, "work_dir": work, "progress": show_progress(args)}
+    if getattr(args, "exact", False):
+        return MaxSimIndex(encoder, **common)
+    return PlaidIndex(encoder, centroids=getattr(args, "centroids", None), nbits=getattr(args, "nbits", 2),
+                      nprobe=getattr(args, "nprobe", 4), ndocs=getattr(args, "ndocs", 64), **common)
+
+
+def run_colbert(args: argparse.Namespace) -> int:
+    out = fresh_output(args.out, args.overwrite)
+    work = work_folder(out, args.work)
+    dataset = dataset_from(args)
+    start = time.perf_counter()
+    index = _colbert_index(args, args.model, work).build(dataset.corpus)
+    index.save(out, overwrite=args.overwrite)
+    shutil.rmtree(work, ignore_errors=True)
+    seconds = time.perf_counter() - start
+    size = sum(p.stat().st_size for p in Path(out).iterdir() if p.suffix == ".npy")
+    print(f"indexed {len(index):,} documents ({index.tokens_count:,} token vectors, {size / len(index):,.0f} "
+          f"bytes per document) of {dataset.name} in {seconds:.1f}s -> {out}")
     return 0

@@ -64,7 +64,8 @@ def _common(parser: argparse.ArgumentParser, split: str) -> None:
     add_dataset_args(parser)
     add_first_stage_arg(parser, "the candidates to read", required=True)
     parser.add_argument("--reranker", required=True, metavar="DIR",
-                        help="cross-encoder folder (from `pretriever train-reranker`)")
+                        help="cross-encoder folder (from `pretriever train-reranker`), or a "
+                        "late-interaction index folder (`pretriever index colbert`: MaxSim)")
     add_output_args(parser, "TREC run file to write")
     parser.add_argument("--split", default=split,
                         help=f"queries of a first stage built now: the judged queries of this split "
@@ -76,16 +77,17 @@ def _common(parser: argparse.ArgumentParser, split: str) -> None:
 
 
 def _inputs(args: argparse.Namespace, depth: int):  # -> (run, name, queries, texts, reranker)
-    from pretriever.encoders.cross import Reranker
     from pretriever.errors import ConfigError
+    from pretriever.retrieval.loading import check_reranker, load_reranker
     from pretriever.retrieval.spec import retrieve
 
     if args.depth is not None and args.depth < 1:
         raise ConfigError(f"--depth must be at least 1, got {args.depth}")
     fresh_output(args.out, args.overwrite)
     dataset = dataset_from(args)
-    reranker = Reranker.load(args.reranker, backend=args.backend, precision=args.precision,
+    reranker = load_reranker(args.reranker, backend=args.backend, precision=args.precision,
                              batch_size=args.batch_size)
+    check_reranker(reranker, dataset, args.reranker)
     run, name, _ = retrieve(dataset, args.first_stage, split=args.split, k=depth, model=args.model,
                             progress=show_progress(args))
     return run, name, dataset.queries, dataset.corpus.text_map(), reranker

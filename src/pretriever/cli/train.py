@@ -1,5 +1,5 @@
-"""``pretriever train`` (a bi-encoder) and ``pretriever train-reranker`` (a cross-encoder) on a
-dataset's labelled pairs."""
+"""``pretriever train`` (a bi-encoder), ``train-colbert`` (late interaction) and ``train-reranker``
+(a cross-encoder) on a dataset's labelled pairs."""
 
 from __future__ import annotations
 
@@ -36,6 +36,20 @@ go to OUT.work: rerun the same command after a kill to resume. Every setting can
 --set or in a --config file (TOML/YAML/JSON), e.g. lora.r=16, curriculum=true,
 reweight_high=0.1, adore_every=10, tasb_clusters=20, temperature=0.05. The result is a plain
 sentence-transformers folder."""
+
+COLBERT_DESCRIPTION = """\
+Fine-tune a late-interaction (ColBERT) model on the qrels of --split (default train): one vector
+per token, a query scoring a document by MaxSim. From a plain encoder (default minilm) a new
+128-dim projection is added, set from the corpus's token vectors (principal directions). Batches
+and negatives are those of `pretriever train` (TAS-Balanced, one hard negative from the hybrid's
+top --depth 100); documents are cut at --max-length 128 tokens for training only. Loss: InfoNCE
+over MaxSim scores (default), KL to --teacher's score distribution (a reranker folder or a run
+file of scores), or both. ColBERT's marker tokens and [MASK] query augmentation are options
+(--set query_prefix=[unused0] document_prefix=[unused1] query_expansion=true). The dev split,
+else a held-out 10% of the training queries, is reranked by MaxSim after each epoch; the best
+weights are kept. Checkpoints go to OUT.work: rerun the same command after a kill to resume. The
+result is a folder in PyLate's layout (PyLate and RAGatouille load it); index it with
+`pretriever index colbert --model OUT`."""
 
 RERANKER_DESCRIPTION = """\
 Train a cross-encoder reranker on the qrels of --split (default train) with hard negatives
@@ -75,6 +89,27 @@ def register(commands: argparse._SubParsersAction) -> None:
                     help="GradCache: embed the batch CHUNK texts at a time, so memory stays that of a "
                     "chunk whatever --batch-size (same gradient; about 1.3x the compute; default 0: off)")
     bi.set_defaults(handler=run_train)
+
+    colbert = commands.add_parser(
+        "train-colbert", help="fine-tune a late-interaction (ColBERT) model", description=COLBERT_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  pretriever train-colbert --dataset scifact --out models/sf-colbert\n"
+        "  pretriever index colbert --dataset scifact --model models/sf-colbert --out indexes/sf-colbert\n"
+        "  pretriever evaluate -d scifact -r bm25 -r bm25+colbert --model models/sf-colbert\n"
+        "  pretriever train-colbert --dataset scifact --loss kl --teacher models/sf-reranker --sampling star "
+        "--negatives 7 --out models/sf-colbert-kd",
+    )
+    _shared(colbert, negatives=1, examples="dim=96, query_length=32, temperature=0.5")
+    colbert.add_argument("--sampling", choices=["tasb", "star"], help="default tasb")
+    colbert.add_argument("--teacher", metavar="DIR|FILE",
+                         help="reranker folder or run file of teacher scores")
+    colbert.add_argument("--loss", choices=["infonce", "kl", "both"], help="default infonce")
+    colbert.add_argument("--batch-size", type=int, help="examples per step (default 32)")
+    colbert.add_argument("--max-length", type=int,
+                         help="document tokens per training example (default 128); the saved model keeps "
+                         "the base's own length for search")
+    colbert.set_defaults(handler=run_colbert)
 
     cross = commands.add_parser(
         "train-reranker", help="train a cross-encoder reranker", description=RERANKER_DESCRIPTION,
@@ -133,6 +168,20 @@ def run_train(args: argparse.Namespace) -> int:
     report = train(config, progress=show_progress(args), overwrite=args.overwrite, log=info)
     counts = report.counts
     print(f"trained bi-encoder on {counts['train_queries']:,} queries ({counts['examples_per_epoch']:,} "
+          f"examples/epoch, {report.loop.steps} steps, {report.loop.examples_per_second:.1f} examples/s)"
+          f"{_dev_summary(report.loop)} -> {report.folder}")
+    return 0
+
+
+def run_colbert(args: argparse.Namespace) -> int:
+    from pretriever.training.colbert import ColBERTConfig, train_colbert
+    from pretriever.training.config import build_config
+
+    config = build_config(ColBERTConfig, args.config, sets=args.sets, loss=args.loss, teacher=args.teacher,
+                          sampling=args.sampling, **_common_settings(args))
+    report = train_colbert(config, progress=show_progress(args), overwrite=args.overwrite, log=info)
+    counts = report.counts
+    print(f"trained ColBERT on {counts['train_queries']:,} queries ({counts['examples_per_epoch']:,} "
           f"examples/epoch, {report.loop.steps} steps, {report.loop.examples_per_second:.1f} examples/s)"
           f"{_dev_summary(report.loop)} -> {report.folder}")
     return 0

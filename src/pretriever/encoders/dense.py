@@ -228,18 +228,20 @@ class DenseEncoder(backends.BackendModel):
         return cls(backends.resolve_model(path), device=device, backend=backend, precision=precision)
 
 
-def identity_of(spec: dict[str, Any]) -> dict[str, Any]:
+def identity_of(spec: dict[str, Any], keys: tuple[str, ...] = IDENTITY_KEYS) -> dict[str, Any]:
     """The identity keys of an encoder spec (falls back to the source when weights are unknown)."""
-    out = {k: spec.get(k) for k in IDENTITY_KEYS}
+    out = {k: spec.get(k) for k in keys}
     if out["weights_sha256"] is None:
         out["source"] = spec.get("source")
     return out
 
 
-def check_compatible(index_spec: dict[str, Any], query_spec: dict[str, Any]) -> list[str]:
-    """Refuse a query encoder whose vectors are not comparable to the index's; return notes about
-    harmless differences (another backend or precision of the same model)."""
-    a, b = identity_of(index_spec), identity_of(query_spec)
+def check_compatible(index_spec: dict[str, Any], query_spec: dict[str, Any],
+                     keys: tuple[str, ...] = IDENTITY_KEYS) -> list[str]:
+    """Refuse a query encoder whose vectors are not comparable to the index's (``keys``: what makes
+    them comparable, by encoder kind); return notes about harmless differences (another backend or
+    precision of the same model)."""
+    a, b = identity_of(index_spec, keys), identity_of(query_spec, keys)
     if a != b:
         diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
         raise ConfigError(

@@ -8,9 +8,10 @@ writes a folder with a manifest; ``load(dir)`` checks it and returns a ready ind
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pretriever.data.corpus import Corpus
+from pretriever.errors import NotBuiltError
 from pretriever.types import Hit, Queries, Run
 
 
@@ -36,6 +37,29 @@ class Index(Protocol):
     def load(cls, path: str | Path) -> Index:
         """Read an index folder written by ``save``."""
         ...
+
+
+class DocumentTable:
+    """What every index over encoded documents shares: its document ids (None until built or
+    loaded), the corpus it was built from, and the NotBuiltError before that."""
+
+    _doc_ids: Any = None
+    _corpus_info: dict[str, Any]
+
+    @property
+    def is_built(self) -> bool:
+        return self._doc_ids is not None
+
+    def __len__(self) -> int:
+        return 0 if self._doc_ids is None else len(self._doc_ids)
+
+    def _check_built(self) -> None:
+        if not self.is_built:
+            raise NotBuiltError(f"this {type(self).__name__} is not built: call build(corpus) or load(path)")
+
+    @property
+    def corpus_info(self) -> dict[str, Any]:
+        return dict(self._corpus_info)
 
 
 def search_one(index: Index, text: str, k: int = 10) -> list[Hit]:

@@ -23,6 +23,7 @@ from pretriever.encoders.base import Encoder
 from pretriever.encoders.dense import DenseEncoder, check_compatible, encoder_from_spec
 from pretriever.encoding import assemble, encode_shard
 from pretriever.errors import ConfigError, NotBuiltError
+from pretriever.indexes.base import DocumentTable
 from pretriever.types import Queries, Run
 
 FORMAT_VERSION = 1
@@ -74,7 +75,7 @@ def exact_search(queries: np.ndarray, docs: np.ndarray, k: int, chunk_rows: int 
     return best_idx, best_val
 
 
-class DenseIndexBase:
+class DenseIndexBase(DocumentTable):
     """Encoding, persistence and query handling shared by every dense index.
 
     Subclasses implement ``_fit(vectors)``, ``_search_vectors(queries, k)``, ``_save_extra`` and
@@ -129,17 +130,6 @@ class DenseIndexBase:
             self._encoder = DenseEncoder(enc, batch_size=self.batch_size) if isinstance(enc, (str, Path)) \
                 else enc
         return self._encoder
-
-    @property
-    def is_built(self) -> bool:
-        return self._doc_ids is not None
-
-    def __len__(self) -> int:
-        return 0 if self._doc_ids is None else len(self._doc_ids)
-
-    def _check_built(self) -> None:
-        if not self.is_built:
-            raise NotBuiltError(f"this {type(self).__name__} is not built: call build(corpus) or load(path)")
 
     def build(self, corpus: Corpus) -> DenseIndexBase:
         """Encode the corpus (resumably, in ``work_dir`` if given) and index the vectors."""
@@ -254,10 +244,6 @@ class DenseIndexBase:
             ok = idx[row] >= 0
             run[qid] = dict(zip(self._doc_ids[idx[row][ok]].tolist(), val[row][ok].astype(float).tolist()))
         return run
-
-    @property
-    def corpus_info(self) -> dict[str, Any]:
-        return dict(self._corpus_info)
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         self._check_built()

@@ -21,12 +21,13 @@ from pretriever.encoders.cross import rerank_scores
 from pretriever.errors import ConfigError, NotBuiltError, PretrieverError
 from pretriever.indexes.base import Index
 from pretriever.retrieval.fusion import Fusion, fuse, tune_weights
-from pretriever.retrieval.loading import load_index
+from pretriever.retrieval.loading import load_index, load_reranker
 from pretriever.runs import ranked_items
 from pretriever.types import Qrels, Queries, Run
 
 FORMAT_VERSION = 1
 DOCUMENTS = "documents.jsonl"
+LATE_INTERACTION = ("rescore", "search")
 
 
 class Pipeline:
@@ -43,12 +44,16 @@ class Pipeline:
 
     def __init__(self, retrievers: Mapping[str, Index], fusion: Fusion | None = None, *,
                  depth: int = 100, reranker: Any = None, rerank_depth: int = 100,
-                 interpolation: float | None = None) -> None:
+                 interpolation: float | None = None, late_interaction: str = "rescore") -> None:
         if not retrievers:
             raise ConfigError("a pipeline needs at least one retriever")
         for name in retrievers:
             if not name or "/" in name or name.startswith("."):
                 raise ConfigError(f"retriever name '{name}' must be a plain folder name")
+        if late_interaction not in LATE_INTERACTION:
+            raise ConfigError(f"late_interaction must be one of {', '.join(LATE_INTERACTION)}, "
+                              f"got '{late_interaction}'")
+        self.late_interaction = late_interaction
         self.retrievers = dict(retrievers)
         self.fusion = fusion or Fusion()
         self.depth = depth
@@ -70,22 +75,42 @@ class Pipeline:
     @property
     def is_built(self) -> bool:
         members = all(getattr(r, "is_built", True) for r in self.retrievers.values())
-        return members and (self.reranker is None or self.documents is not None)
+        return members and (self.reranker is None or not self._reads_texts or self.documents is not None)
 
     def build(self, corpus: Corpus) -> Pipeline:
         """Build every member that is not built yet (already built ones are reused)."""
         for retriever in self.retrievers.values():
             if not getattr(retriever, "is_built", False):
                 retriever.build(corpus)
-        if self.reranker is not None:
+        if self.reranker is not None and self._reads_texts:
             self.documents = corpus
         return self
 
+    @property
+    def _reads_texts(self) -> bool:
+        """A cross-encoder reads the documents' texts; a late-interaction index has its vectors."""
+        return getattr(self.reranker, "reads_texts", True)
+
     def member_runs(self, queries: Queries, k: int = 100) -> list[Run]:
-        """Each member's run at depth max(depth, k)."""
+        """Each member's run at depth max(depth, k). With ``late_interaction="rescore"``, a
+        late-interaction member scores the union of the other members' candidates by MaxSim
+        instead of searching the corpus itself (measured better on SciFact: RESULTS.md)."""
         if not self.is_built:
             raise NotBuiltError("this Pipeline has members that are not built: call build(corpus)")
-        return [r.search(queries, k=max(self.depth, k)) for r in self.retrievers.values()]
+        depth = max(self.depth, k)
+        rescoring = {n for n, r in self.retrievers.items() if hasattr(r, "score_run")} \
+            if self.late_interaction == "rescore" else set()
+        if rescoring == set(self.retrievers):
+            rescoring = set()
+        runs = {n: r.search(queries, k=depth) for n, r in self.retrievers.items() if n not in rescoring}
+        if rescoring:
+            union: Run = {q: {} for q in queries}
+            for run in runs.values():
+                for q, hits in run.items():
+                    union.setdefault(q, {}).update(hits)
+            for name in rescoring:
+                runs[name] = self.retrievers[name].score_run(union, queries)
+        return [runs[n] for n in self.retrievers]
 
     def search(self, queries: Queries, k: int = 100) -> Run:
         if k < 1:
@@ -105,6 +130,8 @@ class Pipeline:
 
     @property
     def _texts(self) -> Any:
+        if not self._reads_texts:
+            return None
         if self.documents is None:
             raise NotBuiltError("this Pipeline's rerank stage has no documents: call build(corpus)")
         return self.documents.text_map()
@@ -140,7 +167,7 @@ class Pipeline:
 
     def params(self) -> dict[str, Any]:
         params: dict[str, Any] = {"fusion": self.fusion.to_dict(), "depth": self.depth,
-                                  "members": list(self.retrievers)}
+                                  "members": list(self.retrievers), "late_interaction": self.late_interaction}
         if self.reranker is not None:
             params["rerank"] = {"reranker": self.reranker.spec(), "depth": self.rerank_depth,
                                 "interpolation": self.interpolation}
@@ -156,7 +183,8 @@ class Pipeline:
                 retriever.save(tmp / "retrievers" / name)
             if self.reranker is not None:
                 self.reranker.save(tmp / "reranker")
-                _write_documents(tmp / DOCUMENTS, self.documents)
+                if self._reads_texts:
+                    _write_documents(tmp / DOCUMENTS, self.documents)
             write_manifest(tmp, kind=self.kind, format_version=FORMAT_VERSION, params=self.params(),
                            provenance={"corpus": self.corpus_info})
         return path
@@ -171,20 +199,21 @@ class Pipeline:
         f = params["fusion"]
         fusion = Fusion(f["method"], f["norm"], tuple(f["weights"]) if f["weights"] else None, f["rrf_k"])
         rerank = params.get("rerank")
+        late = params.get("late_interaction", "rescore")
         if not rerank:
-            return cls(members, fusion, depth=params["depth"])
-        from pretriever.encoders.cross import Reranker
-
+            return cls(members, fusion, depth=params["depth"], late_interaction=late)
         recorded = rerank["reranker"]
-        reranker = Reranker.load(path / "reranker", backend=recorded.get("backend", "auto"),
-                                 precision=recorded.get("precision", "auto"))
-        try:
-            reranker.resolved  # noqa: B018 - can this machine run the recorded path?
+        try:  # the recorded path, if this machine can run it
+            reranker = load_reranker(path / "reranker", backend=recorded.get("backend", "auto"),
+                                     precision=recorded.get("precision", "auto"))
+            reranker.resolved  # noqa: B018
         except PretrieverError:
-            reranker = Reranker.load(path / "reranker")
+            reranker = load_reranker(path / "reranker")
         pipeline = cls(members, fusion, depth=params["depth"], reranker=reranker,
-                       rerank_depth=rerank["depth"], interpolation=rerank["interpolation"])
-        pipeline.documents = read_corpus(path / DOCUMENTS, progress=False)
+                       rerank_depth=rerank["depth"], interpolation=rerank["interpolation"],
+                       late_interaction=late)
+        if (path / DOCUMENTS).is_file():
+            pipeline.documents = read_corpus(path / DOCUMENTS, progress=False)
         return pipeline
 
 

@@ -1,9 +1,10 @@
 """Resolve a retriever spec and produce its run: the one place that knows what a spec can be.
 
 A spec is a built-in retriever built on the fly over the dataset's corpus ("bm25", "dense",
-"hybrid"), an index or pipeline folder written by pretriever (searched; refused if built from
-another corpus), or a TREC run file (read as is). ``evaluate --retriever`` and every later stage's
-``--first-stage`` (training negatives, reranking) go through ``retrieve``.
+"colbert", "hybrid", or members joined by "+"), an index or pipeline folder written by
+pretriever (searched; refused if built from another corpus), or a TREC run file (read as is).
+``evaluate --retriever`` and every later stage's ``--first-stage`` (training negatives,
+reranking) go through ``retrieve``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,19 @@ from pretriever.errors import ConfigError, DataNotFoundError
 from pretriever.indexes.base import Index
 from pretriever.types import Queries, Run
 
-RETRIEVER_NAMES = ("bm25", "dense", "hybrid")
+RETRIEVER_NAMES = ("bm25", "dense", "colbert", "hybrid", "hybrid+colbert")
+MEMBERS = ("bm25", "dense", "colbert")
+
+
+def members_of(spec: str) -> list[str]:
+    """The built-in members a name stands for ("hybrid" = bm25 + dense); empty if it is not one."""
+    parts = spec.replace("hybrid", "bm25+dense").split("+")
+    return parts if all(p in MEMBERS for p in parts) and len(set(parts)) == len(parts) else []
+
+
+def is_named(spec: str) -> bool:
+    """A built-in retriever name, or several joined by '+' (fused), e.g. "bm25+colbert"."""
+    return bool(members_of(spec))
 
 
 def build_named(name: str, dataset: Dataset, *, model: str = "minilm", progress: bool = True,
@@ -23,24 +36,33 @@ def build_named(name: str, dataset: Dataset, *, model: str = "minilm", progress:
                 precision: str = "auto") -> Index:
     """Build one of the built-in retrievers over ``dataset``'s corpus.
 
-    "hybrid" is BM25 + dense fused by a min-max normalised weighted sum (0.5 / 0.5).
+    "colbert" is late interaction over ``model``'s token vectors (zero-shot for a plain encoder) in
+    a compressed PLAID index. Names joined by "+" are fused by a min-max normalised weighted sum
+    with equal weights ("hybrid" = "bm25+dense"); in a fusion, colbert scores the union of the
+    other members' candidates by MaxSim.
     """
+    from pretriever.encoders.colbert import ColBERTEncoder
     from pretriever.encoders.dense import DenseEncoder
     from pretriever.indexes.bm25 import BM25Index
     from pretriever.indexes.dense import FlatIndex
+    from pretriever.indexes.plaid import PlaidIndex
     from pretriever.retrieval.pipeline import Pipeline
 
+    if not is_named(name):
+        raise ConfigError(f"unknown retriever '{name}'; choose one of {', '.join(RETRIEVER_NAMES)} "
+                          f"or members of {', '.join(MEMBERS)} joined by '+'")
+    parts = members_of(name)
+    if len(parts) > 1:
+        return Pipeline({p: build_named(p, dataset, model=model, progress=progress, work_dir=work_dir,
+                                        backend=backend, precision=precision) for p in parts})
     if name == "bm25":
         return BM25Index(progress=progress).build(dataset.corpus)
+    work = None if work_dir is None else Path(work_dir) / name
     if name == "dense":
         encoder = DenseEncoder(model, backend=backend, precision=precision)
-        return FlatIndex(encoder, progress=progress, work_dir=work_dir).build(dataset.corpus)
-    if name == "hybrid":
-        members = {"bm25": build_named("bm25", dataset, progress=progress),
-                   "dense": build_named("dense", dataset, model=model, progress=progress,
-                                        work_dir=work_dir, backend=backend, precision=precision)}
-        return Pipeline(members)
-    raise ConfigError(f"unknown retriever '{name}'; choose one of {', '.join(RETRIEVER_NAMES)}")
+        return FlatIndex(encoder, progress=progress, work_dir=work).build(dataset.corpus)
+    encoder = ColBERTEncoder(model, backend=backend, precision=precision)
+    return PlaidIndex(encoder, progress=progress, work_dir=work).build(dataset.corpus)
 
 
 def check_same_corpus(index: Index, dataset: Dataset, path: Path) -> None:
@@ -56,14 +78,17 @@ def check_same_corpus(index: Index, dataset: Dataset, path: Path) -> None:
 
 
 def _set_query_backend(index: Index, backend: str, precision: str) -> None:
-    """Re-create the query encoder of every dense index (or pipeline member) on another backend."""
+    """Re-create the query encoder of every dense or late-interaction index (or pipeline member) on
+    another backend."""
+    from pretriever.encoders.colbert import colbert_from_spec
     from pretriever.encoders.dense import encoder_from_spec
 
     for member in getattr(index, "retrievers", {}).values():
         _set_query_backend(member, backend, precision)
     if hasattr(index, "set_query_encoder"):
-        index.set_query_encoder(encoder_from_spec(index.encoder_spec(), backend=backend,
-                                                  precision=precision))
+        spec = index.encoder_spec()
+        rebuild = colbert_from_spec if spec.get("kind") == "encoder.colbert" else encoder_from_spec
+        index.set_query_encoder(rebuild(spec, backend=backend, precision=precision))
 
 
 def index_notes(index: Index) -> list[str]:
@@ -87,9 +112,9 @@ def retrieve(
 
     asked = queries
     path = Path(spec).expanduser()
-    if queries is None and (spec in RETRIEVER_NAMES or path.is_dir()):  # a run file brings its own
+    if queries is None and (is_named(spec) or path.is_dir()):  # a run file brings its own
         queries = dataset.split_queries(split)
-    if spec in RETRIEVER_NAMES:
+    if is_named(spec):
         index = build_named(spec, dataset, model=model, progress=progress, backend=backend,
                             precision=precision, work_dir=work_dir)
         return index.search(queries, k=k), spec, index_notes(index)

@@ -11,11 +11,12 @@ from pathlib import Path
 
 from pretriever.training.adore import ADORE
 from pretriever.training.biencoder import BIENCODER, TrainConfig
+from pretriever.training.colbert import COLBERT
 from pretriever.training.pretrain.pretrainer import PRETRAINER
 from pretriever.training.reranker import RERANKER
 from pretriever.training.trainer import Trainer, TrainingReport, fit
 
-TRAINERS: dict[str, Trainer] = {t.name: t for t in (BIENCODER, ADORE, RERANKER, PRETRAINER)}
+TRAINERS: dict[str, Trainer] = {t.name: t for t in (BIENCODER, ADORE, RERANKER, PRETRAINER, COLBERT)}
 
 
 def train(config: TrainConfig, *, progress: bool = True, stop_after: int | None = None,

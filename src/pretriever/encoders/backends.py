@@ -214,3 +214,36 @@ class BackendModel:
     @cached_property
     def _weights_sha256(self) -> str | None:
         return weights_sha256(self.source)
+
+
+def from_spec(spec: dict[str, Any], make: Any, *, backend: str = "auto", precision: str = "auto") -> Any:
+    """Rebuild the encoder an index manifest's ``spec`` describes with ``make(model, backend,
+    precision)``; refuse if its folder is gone offline or its weights changed.
+
+    With backend and precision "auto", the recorded ones are reused when this machine can run
+    them (so a saved index searches exactly as it did when built); otherwise they are resolved
+    afresh, and the index reports the difference in its notes.
+    """
+    import os
+
+    source = spec["source"]
+    model = source if Path(source).is_dir() else spec["model"]
+    if not Path(source).is_dir() and not Path(str(spec["model"])).is_dir() and \
+            str(spec["model"]).lower() not in BUNDLED_ALIASES and os.environ.get("HF_HUB_OFFLINE"):
+        raise DataNotFoundError(f"the index's model folder {source} no longer exists")
+    encoder = make(model, backend, precision)
+    if (backend, precision) == ("auto", "auto") and spec.get("backend") and spec.get("precision"):
+        recorded = make(model, spec["backend"], spec["precision"])
+        try:
+            on_cpu = torch_device(encoder.device) == "cpu"
+            if not (on_cpu and spec["precision"] == "float16") and recorded.resolved:
+                encoder = recorded
+        except (ConfigError, MissingDependencyError):
+            pass  # this machine cannot run the recorded path: "auto" decides
+    expected = spec.get("weights_sha256")
+    if expected and encoder._weights_sha256 and expected != encoder._weights_sha256:
+        raise ConfigError(
+            f"the model at {encoder.source} is not the one this index was built with (weights "
+            "checksum differs); rebuild the index or restore the model"
+        )
+    return encoder

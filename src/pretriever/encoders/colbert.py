@@ -577,27 +577,10 @@ def maxsim(query: np.ndarray, document: np.ndarray) -> float:
 def colbert_from_spec(
     spec: dict[str, Any], *, device: str | None = None, backend: str = "auto", precision: str = "auto"
 ) -> ColBERTEncoder:
-    """Rebuild the encoder an index manifest describes; refuse other weights."""
-    source = spec["source"]
-    model = source if Path(source).is_dir() else spec["model"]
+    """Rebuild the encoder an index manifest describes (``backends.from_spec``); refuse other weights."""
     settings = {k: spec.get(k) for k in SETTINGS}
-    encoder = ColBERTEncoder(model, device=device, backend=backend, precision=precision, **settings)
-    if (backend, precision) == ("auto", "auto") and spec.get("backend") and spec.get("precision"):
-        recorded = ColBERTEncoder(
-            model, device=device, backend=spec["backend"], precision=spec["precision"], **settings
-        )
-        try:
-            if (
-                not (backends.torch_device(device) == "cpu" and spec["precision"] == "float16")
-                and recorded.resolved
-            ):
-                encoder = recorded
-        except (ConfigError, MissingDependencyError):
-            pass
-    expected = spec.get("weights_sha256")
-    if expected and encoder._weights_sha256 and expected != encoder._weights_sha256:
-        raise ConfigError(
-            f"the model at {encoder.source} is not the one this index was built with "
-            "(weights checksum differs); rebuild the index or restore the model"
-        )
-    return encoder
+
+    def make(model: str, b: str, p: str) -> ColBERTEncoder:
+        return ColBERTEncoder(model, device=device, backend=b, precision=p, **settings)
+
+    return backends.from_spec(spec, make, backend=backend, precision=precision)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 from pretriever._io import atomic_dir
 from pretriever._manifest import read_manifest, write_manifest
 from pretriever.encoders import backends
-from pretriever.errors import ConfigError, DataNotFoundError, MissingDependencyError
+from pretriever.errors import ConfigError
 
 FORMAT_VERSION = 1
 # what makes two encoders produce comparable vectors (backend and precision only add noise)
@@ -265,34 +264,13 @@ def encoder_from_spec(spec: dict[str, Any], *, device: str | None = None, backen
     them (so a saved index searches exactly as it did when built); otherwise they are resolved
     afresh, and the index reports the difference in its notes.
     """
-    source = spec["source"]
-    model = source if Path(source).is_dir() else spec["model"]
-    if not Path(source).is_dir() and not Path(str(spec["model"])).is_dir() and \
-            str(spec["model"]).lower() not in backends.BUNDLED_ALIASES and os.environ.get("HF_HUB_OFFLINE"):
-        raise DataNotFoundError(f"the index's model folder {source} no longer exists")
-
-    def make(b: str, p: str) -> DenseEncoder:
+    def make(model: str, b: str, p: str) -> DenseEncoder:
         return DenseEncoder(
             model, query_prompt=spec["prompts"]["query"], document_prompt=spec["prompts"]["document"],
             max_length=spec["max_length"], device=device, backend=b, precision=p,
         )
 
-    encoder = make(backend, precision)
-    if (backend, precision) == ("auto", "auto") and spec.get("backend") and spec.get("precision"):
-        recorded = make(spec["backend"], spec["precision"])
-        try:
-            on_cpu = backends.torch_device(device) == "cpu"
-            if not (on_cpu and spec["precision"] == "float16") and recorded.resolved:
-                encoder = recorded
-        except (ConfigError, MissingDependencyError):
-            pass  # this machine cannot run the recorded path: "auto" decides
-    expected = spec.get("weights_sha256")
-    if expected and encoder._weights_sha256 and expected != encoder._weights_sha256:
-        raise ConfigError(
-            f"the model at {encoder.source} is not the one this index was built with (weights "
-            "checksum differs); rebuild the index or restore the model"
-        )
-    return encoder
+    return backends.from_spec(spec, make, backend=backend, precision=precision)
 
 
 def describe(spec: dict[str, Any]) -> str:

@@ -151,6 +151,15 @@ def _teacher_scores(teacher: str, run: Run, qrels: dict, queries: dict, texts: A
     return read_run(cache)[0]  # the rounding of the file, whether computed now or resumed
 
 
+def teacher_scored(run: Run, qrels: dict, teacher: Run) -> tuple[Run, dict, int]:
+    """Negatives only among the pairs the teacher scored; positives without a score are skipped.
+    Returns (run, qrels, positives skipped)."""
+    run = {q: {d: s for d, s in docs.items() if d in teacher.get(q, {})} for q, docs in run.items()}
+    kept = {q: {d: g for d, g in grades.items() if g <= 0 or d in teacher.get(q, {})}
+            for q, grades in qrels.items()}
+    return run, kept, sum(len(g) for g in qrels.values()) - sum(len(g) for g in kept.values())
+
+
 def setup(job: Job) -> Plan:
     """The bi-encoder, its examples (STAR or TAS-B batches over first-stage negatives), its loss
     (InfoNCE, margin-MSE from a teacher, or both), dev scoring by reranking the first stage, and
@@ -184,13 +193,7 @@ def setup(job: Job) -> Plan:
                                          config.negatives.depth, job.work, job.progress and world.main)
         if world.main:
             distributed.barrier(world)
-        # negatives only among pairs the teacher scored; positives without a score are skipped
-        run = {q: {d: s for d, s in docs.items() if d in teacher_scores.get(q, {})}
-               for q, docs in run.items()}
-        kept = {q: {d: g for d, g in grades.items() if g <= 0 or d in teacher_scores.get(q, {})}
-                for q, grades in train_qrels.items()}
-        skipped = sum(len(g) for g in train_qrels.values()) - sum(len(g) for g in kept.values())
-        train_qrels = kept
+        run, train_qrels, skipped = teacher_scored(run, train_qrels, teacher_scores)
 
     def epoch_examples(epoch: int) -> list[Example]:
         negatives = config.negatives

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pretriever.errors import ConfigError
-from pretriever.training.biencoder import _teacher_scores, batch_docs, judged_relevant
+from pretriever.training.biencoder import _teacher_scores, batch_docs, judged_relevant, teacher_scored
 from pretriever.training.loop import LoopConfig, autocast, autocast_dtype
 from pretriever.training.negatives.static import Example, NegativeConfig, build_examples
 from pretriever.training.splits import LabelledConfig, train_and_dev
@@ -120,6 +120,7 @@ def setup(job: Job) -> Plan:
     texts = dataset.corpus.text_map()
     first_stage = run
     teacher: Run = {}
+    skipped = 0
     if config.loss != "infonce":
         teacher = _teacher_scores(
             str(config.teacher),
@@ -131,11 +132,7 @@ def setup(job: Job) -> Plan:
             job.work,
             job.progress,
         )
-        run = {q: {d: s for d, s in docs.items() if d in teacher.get(q, {})} for q, docs in run.items()}
-        train_qrels = {
-            q: {d: g for d, g in grades.items() if g <= 0 or d in teacher.get(q, {})}
-            for q, grades in train_qrels.items()
-        }
+        run, train_qrels, skipped = teacher_scored(run, train_qrels, teacher)
 
     clusters = None
     if config.sampling == "tasb":
@@ -265,6 +262,7 @@ def setup(job: Job) -> Plan:
             "train_queries": len(train_qrels),
             "dev_queries": len(dev_qrels),
             "examples_per_epoch": len(batches(0)) * config.batch_size,
+            "skipped_without_teacher": skipped,
         },
         details={
             "dev_query_ids": sorted(dev_qrels),

@@ -50,6 +50,10 @@ _EXPORTS = {
     "fuse": "pretriever.retrieval.fusion",
     "Pipeline": "pretriever.retrieval.pipeline",
     "quickstart": "pretriever._quickstart",
+    "build": "pretriever.recipe",
+    "BuildConfig": "pretriever.recipe",
+    "RM3": "pretriever.feedback",
+    "Rocchio": "pretriever.feedback",
     # runs
     "read_run": "pretriever.runs",
     "write_run": "pretriever.runs",

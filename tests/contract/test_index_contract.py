@@ -10,6 +10,7 @@ import pytest
 
 from pretriever.data import load_dataset
 from pretriever.errors import ConfigError, ManifestError, NotBuiltError
+from pretriever.feedback import RM3, Rocchio
 from pretriever.indexes import BM25Index, Index, search_one
 from pretriever.indexes.ann import FaissIndex
 from pretriever.indexes.dense import FlatIndex
@@ -29,10 +30,12 @@ FACTORIES: dict[str, Callable[..., Index]] = {
     "bm25": lambda enc: BM25Index(progress=False),
     "bm25-robertson-nostem": lambda enc: BM25Index(method="robertson", stemmer="none", k1=0.9, b=0.4,
                                                    progress=False),
+    "bm25-rm3": lambda enc: BM25Index(feedback=RM3(fb_docs=2, fb_terms=5, max_df=1.0), progress=False),
     "dense-flat": lambda enc: FlatIndex(enc, progress=False),
     "dense-flat-fp16": lambda enc: FlatIndex(enc, dtype="float16", chunk_rows=2, progress=False),
     "faiss-hnsw": lambda enc: FaissIndex(enc, progress=False),
     "faiss-flat": lambda enc: FaissIndex(enc, index_type="flat", progress=False),
+    "faiss-hnsw-rocchio": lambda enc: FaissIndex(enc, feedback=Rocchio(fb_docs=2), progress=False),
     "maxsim-exact": lambda enc: MaxSimIndex(colbert(), progress=False),
     "plaid": lambda enc: PlaidIndex(colbert(), centroids=16, progress=False),
     "pipeline-bm25-dense-maxsim": lambda enc: Pipeline({"bm25": BM25Index(progress=False),

@@ -141,3 +141,15 @@ def test_every_command_speaks_one_vocabulary() -> None:
             assert "first-stage candidates read per query" in options["--depth"].help, name
         if name != "search":  # a single query: nothing to report
             assert "--quiet" in options, f"{name} has no --quiet"
+
+
+def test_index_bm25_prf_is_recorded_and_unknown_methods_refused(
+        real_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "adi-rm3"
+    assert main(["index", "bm25", "--dataset", "adi", "--prf", "rm3:fb_docs=5", "--out", str(out), "-q"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["params"]["feedback"]["method"] == "rm3"
+    assert manifest["params"]["feedback"]["fb_docs"] == 5
+    assert (out / "doc_terms.npz").is_file()
+    assert main(["index", "bm25", "--dataset", "adi", "--prf", "rm4", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown feedback method 'rm4'; choose one of rm3, rocchio" in capsys.readouterr().err

@@ -14,12 +14,25 @@ from collections.abc import Sequence
 
 from pretriever import __version__
 from pretriever._progress import is_terminal
-from pretriever.cli import data, evaluate, index, optimize, pretrain, quickstart, rerank, search, soup, train
+from pretriever.cli import (
+    build,
+    data,
+    evaluate,
+    index,
+    optimize,
+    pretrain,
+    quickstart,
+    rerank,
+    search,
+    soup,
+    train,
+)
 from pretriever.errors import ConfigError, PretrieverError
 
 EPILOG = """\
 examples:
   pretriever quickstart --dataset scifact
+  pretriever build --dataset scifact --out pipelines/scifact
   pretriever data check --dataset scifact
   pretriever evaluate --dataset scifact --retriever bm25 --retriever hybrid
   pretriever index bm25 --dataset scifact --out indexes/scifact-bm25
@@ -46,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"pretriever {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for module in (quickstart, data, index, search, evaluate, rerank, optimize, pretrain, train, soup):
+    for module in (quickstart, build, data, index, search, evaluate, rerank, optimize, pretrain, train, soup):
         module.register(commands)
     return parser
 

@@ -34,6 +34,13 @@ DIR.work keeps the finished chunks; it is removed once the index is complete).
 """
 
 
+BM25_PRF_HELP = ("pseudo-relevance feedback: rm3 (Pyserini's defaults: 10 documents, 10 terms, original "
+                 "weight 0.5), options as rm3:fb_docs=5,fb_terms=20,original_weight=0.7,max_query_terms=3; "
+                 "or none (default)")
+DENSE_PRF_HELP = ("pseudo-relevance feedback: rocchio (query + 0.5 x the mean of its top 3 documents), "
+                  "options as rocchio:fb_docs=5,alpha=1,beta=0.3; or none (default)")
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("index", help="build an index folder from a corpus")
     sub = parser.add_subparsers(title="index types", metavar="TYPE")
@@ -54,6 +61,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     bm25.add_argument("--stopwords", default="en", help="stopword list: 'en' (default) or 'none'")
     bm25.add_argument("--stemmer", default="english",
                       help="Snowball stemmer language (default english) or 'none'")
+    bm25.add_argument("--prf", metavar="METHOD", default="none", help=BM25_PRF_HELP)
     add_quiet_arg(bm25)
     bm25.set_defaults(handler=run_bm25)
 
@@ -79,6 +87,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     hybrid.add_argument("--tune-on", metavar="SPLIT",
                         help="tune the wsum weights by grid search on this split (train or dev; "
                         "never test)")
+    hybrid.add_argument("--bm25-prf", metavar="METHOD", default="none", help=BM25_PRF_HELP)
+    hybrid.add_argument("--dense-prf", metavar="METHOD", default="none", help=DENSE_PRF_HELP)
     add_quiet_arg(hybrid)
     hybrid.set_defaults(handler=run_hybrid)
 
@@ -156,6 +166,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         p.add_argument("--ann", default="none", choices=["none", "flat", "hnsw", "ivfpq"],
                        help="none = exact search over memory-mapped vectors (default); flat, hnsw, "
                        "ivfpq = a FAISS index (needs pretriever[faiss])")
+        p.add_argument("--prf", metavar="METHOD", default="none", help=DENSE_PRF_HELP)
         add_quiet_arg(p)
         if name == "dense":
             add_model_arg(p, "sentence-transformers folder or hub id; 'minilm' = bundled all-MiniLM-L6-v2 "
@@ -174,13 +185,14 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_bm25(args: argparse.Namespace) -> int:
+    from pretriever.feedback import parse_feedback
     from pretriever.indexes.bm25 import BM25Index
 
     fresh_output(args.out, args.overwrite)  # before the work, not after it
     dataset = dataset_from(args)
     start = time.perf_counter()
     index = BM25Index(k1=args.k1, b=args.b, method=args.method, stopwords=args.stopwords,
-                      stemmer=args.stemmer, progress=show_progress(args))
+                      stemmer=args.stemmer, progress=show_progress(args), feedback=parse_feedback(args.prf))
     index.build(dataset.corpus)
     path = index.save(args.out, overwrite=args.overwrite)
     print(f"indexed {len(index):,} documents of {dataset.name} in "
@@ -202,11 +214,12 @@ def _shard(text: str | None):  # -> Shard | None
 
 
 def _dense_index(args: argparse.Namespace, encoder: object, work: Path):
+    from pretriever.feedback import parse_feedback
     from pretriever.indexes.ann import FaissIndex
     from pretriever.indexes.dense import FlatIndex
 
     common = {"batch_size": getattr(args, "batch_size", 32), "dtype": getattr(args, "dtype", "float32"),
-              "work_dir": work, "progress": show_progress(args)}
+              "work_dir": work, "progress": show_progress(args), "feedback": parse_feedback(args.prf)}
     if args.ann == "none":
         return FlatIndex(encoder, **common)
     return FaissIndex(encoder, index_type=args.ann, **common)
@@ -262,11 +275,14 @@ def run_merge(args: argparse.Namespace) -> int:
 
 
 def run_hybrid(args: argparse.Namespace) -> int:
+    from pretriever.feedback import parse_feedback
+    from pretriever.indexes.bm25 import BM25Index
     from pretriever.retrieval.fusion import Fusion
     from pretriever.retrieval.spec import build_named
 
     out = fresh_output(args.out, args.overwrite)
     fusion = Fusion(args.fusion, args.norm)  # validate before minutes of encoding
+    rm3, rocchio = parse_feedback(args.bm25_prf), parse_feedback(args.dense_prf)
     if args.tune_on == "test":
         from pretriever.errors import ConfigError
 
@@ -281,6 +297,10 @@ def run_hybrid(args: argparse.Namespace) -> int:
         late = _colbert_index(args, args.colbert, work / "colbert")
         pipeline.retrievers["colbert"] = late.build(dataset.corpus)
     pipeline.fusion = fusion
+    if rm3 is not None:  # RM3 reads the documents' term counts, kept only by an index built with it
+        bm25 = BM25Index(progress=show_progress(args), feedback=rm3)
+        pipeline.retrievers["bm25"] = bm25.build(dataset.corpus)
+    pipeline.retrievers["dense"].feedback = rocchio
     if args.tune_on:
         score = pipeline.tune(dataset.qrels(args.tune_on), dataset.split_queries(args.tune_on),
                               split=args.tune_on)

@@ -15,6 +15,7 @@ import numpy as np
 
 from pretriever.encoders.base import Encoder
 from pretriever.errors import ConfigError, MissingDependencyError
+from pretriever.feedback import feedback_from_dict
 from pretriever.indexes.dense import DenseIndexBase
 
 FAISS_TYPES = ("flat", "hnsw", "ivfpq")
@@ -70,7 +71,7 @@ class FaissIndex(DenseIndexBase):
     def _from_params(cls, params: dict[str, Any]) -> FaissIndex:
         keys = ("index_type", "m", "ef_construction", "ef_search", "nlist", "pq_m", "nprobe",
                 "dtype", "batch_size")
-        return cls(**{k: params[k] for k in keys})
+        return cls(**{k: params[k] for k in keys}, feedback=feedback_from_dict(params.get("feedback")))
 
     def _make(self, dim: int, n: int) -> Any:
         faiss = _faiss()
@@ -110,6 +111,15 @@ class FaissIndex(DenseIndexBase):
             params = faiss.SearchParametersIVF(nprobe=self.nprobe)
         scores, ids = self._faiss_index.search(queries, k, params=params)
         return ids.astype(np.int64), scores
+
+    def _doc_vectors(self, rows: np.ndarray) -> np.ndarray:
+        """FAISS's stored copy of the vectors (decoded: approximate for IVF-PQ)."""
+        if self.index_type == "ivfpq":
+            _faiss().extract_index_ivf(self._faiss_index).make_direct_map()
+        flat = rows.ravel()
+        out = self._faiss_index.reconstruct_batch(np.maximum(flat, 0).astype(np.int64))
+        out[flat < 0] = np.nan
+        return out.reshape(*rows.shape, -1)
 
     def _save_extra(self, folder: Path) -> None:
         _faiss().write_index(self._faiss_index, str(folder / "faiss.index"))

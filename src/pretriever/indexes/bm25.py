@@ -3,12 +3,15 @@ scoring"), with Snowball stemming from PyStemmer and English stopwords by defaul
 
 bm25s does the scoring; this module owns what it leaves to the caller: a title + text view of
 each document, stable document ids, queries whose terms are all unknown, a manifest that records
-every score-changing parameter, and an atomic, checksummed save.
+every score-changing parameter, and an atomic, checksummed save. With ``feedback=RM3()`` the
+index also keeps each document's term counts (``doc_terms.npz``, as Anserini's -storeDocvectors)
+and every search is expanded by RM3 (``feedback/rm3.py``).
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -21,6 +24,8 @@ from pretriever._progress import is_terminal
 from pretriever.config import default_threads
 from pretriever.data.corpus import Corpus
 from pretriever.errors import ConfigError, ManifestError, NotBuiltError
+from pretriever.feedback import RM3, feedback_from_dict
+from pretriever.feedback import rm3 as rm3_method
 from pretriever.types import Document, Queries, Run
 
 METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
@@ -49,7 +54,8 @@ class BM25Index:
     Parameters are those that change scores; all are recorded in the manifest. ``stopwords`` is a
     language code understood by bm25s ("en") or "none"; ``stemmer`` a Snowball language
     ("english") or "none". ``n_threads`` (0 = choose per batch, see ``_threads``) and ``backend``
-    ("auto", "numpy", "numba") only change speed.
+    ("auto", "numpy", "numba") only change speed. ``feedback``: RM3 options (pseudo-relevance
+    feedback on every search) or None.
     """
 
     kind: ClassVar[str] = "index.bm25"
@@ -65,6 +71,7 @@ class BM25Index:
         n_threads: int = 0,
         backend: str = "auto",
         progress: bool = True,
+        feedback: RM3 | None = None,
     ) -> None:
         self.k1 = k1
         self.b = b
@@ -75,7 +82,10 @@ class BM25Index:
         self.n_threads = n_threads
         self.backend = backend
         self.progress = progress
+        self.feedback = feedback
         self._retriever: Any = None
+        self._doc_terms: Any = None  # CSR documents x terms counts, kept for feedback
+        self._eligible: tuple[float, np.ndarray] | None = None
         self._doc_ids: np.ndarray | None = None
         self._corpus_info: dict[str, Any] = {}
 
@@ -91,6 +101,7 @@ class BM25Index:
             "k1": self.k1, "b": self.b, "method": self.method, "delta": self.delta,
             "stopwords": self.stopwords, "stemmer": self.stemmer, "lowercase": True,
             "token_pattern": r"(?u)\b\w\w+\b", "fields": ["title", "text"],
+            "feedback": self.feedback.to_dict() if self.feedback else None,
         }
 
     def _validate(self) -> None:
@@ -100,6 +111,12 @@ class BM25Index:
             raise ConfigError(f"unknown backend '{self.backend}'; choose auto, numpy or numba")
         if self.k1 < 0 or not 0 <= self.b <= 1:
             raise ConfigError(f"BM25 needs k1 >= 0 and 0 <= b <= 1, got k1={self.k1}, b={self.b}")
+        if self.feedback is not None:
+            if not isinstance(self.feedback, RM3):
+                raise ConfigError(f"BM25 takes rm3 feedback, not {self.feedback.name} (a dense index's)")
+            if self.method in ("bm25l", "bm25+"):
+                raise ConfigError(f"rm3 feedback needs a BM25 that scores 0 for absent terms "
+                                  f"(lucene, robertson, atire), not {self.method}")
 
     def _stemmer(self) -> Any:
         if self.stemmer in ("none", "", None):
@@ -148,6 +165,7 @@ class BM25Index:
         retriever = bm25s.BM25(k1=self.k1, b=self.b, method=self.method, delta=self.delta)
         retriever.index(tokens, show_progress=bars)
         self._retriever = retriever
+        self._doc_terms = _term_counts(tokens.ids, len(retriever.vocab_dict)) if self.feedback else None
         self._doc_ids = np.asarray(corpus.ids, dtype=object)
         self._corpus_info = corpus.fingerprint()
         return self
@@ -178,6 +196,13 @@ class BM25Index:
         if not active:
             return run
         self._retriever.backend = self._search_backend(len(active))
+        if self.feedback is not None and self.feedback.active:
+            expanded = [i for i in active if self.feedback.applies(len(token_ids[i]))]
+            if expanded:
+                self._search_rm3(qids, tokens, token_ids, expanded, k, run)
+            active = [i for i in active if not self.feedback.applies(len(token_ids[i]))]
+            if not active:
+                return run
         docs, scores = self._retriever.retrieve(
             [token_ids[i] for i in active], k=min(k, len(self._doc_ids)), show_progress=False,
             n_threads=self._threads(token_ids, active),
@@ -187,6 +212,84 @@ class BM25Index:
             keep = scores[row] > 0
             run[qids[i]] = dict(zip(names[row][keep].tolist(), scores[row][keep].tolist()))
         return run
+
+    def _search_rm3(self, qids: list[str], tokens: list[list[str]], token_ids: list[list[int]],
+                    active: list[int], k: int, run: Run) -> Run:
+        """Search, estimate RM3's relevance model from each query's top documents, search again
+        with the expanded, weighted query."""
+        assert self._doc_ids is not None
+        csc = self._retriever.scores
+        data, indices, indptr = csc["data"], csc["indices"], csc["indptr"]
+        vocab = self._retriever.vocab_dict
+        for i, weights in zip(active, self._expansions(tokens, token_ids, active)):
+            total = np.zeros(len(self._doc_ids), dtype=np.float32)
+            for term, weight in weights.items():
+                t = vocab[term]
+                sl = slice(indptr[t], indptr[t + 1])
+                total[indices[sl]] += np.float32(weight) * data[sl]
+            top = np.flatnonzero(total > 0)
+            top = top[np.lexsort((top, -total[top]))][:k]
+            run[qids[i]] = dict(zip(self._doc_ids[top].tolist(), total[top].astype(float).tolist()))
+        return run
+
+    def _expansions(self, tokens: list[list[str]], token_ids: list[list[int]], active: list[int]
+                    ) -> list[dict[str, float]]:
+        """RM3's weighted query (term -> weight) for each active query."""
+        fb = self.feedback
+        assert isinstance(fb, RM3) and self._doc_ids is not None
+        if self._doc_terms is None:
+            raise ConfigError("this BM25 index keeps no document term counts, which rm3 reads: rebuild it "
+                              "with feedback (`pretriever index bm25 --prf rm3`)")
+        vocab = self._retriever.vocab_dict
+        terms = self._terms()
+        eligible = self._feedback_eligible(fb)
+        docs, scores = self._retriever.retrieve(
+            [token_ids[i] for i in active], k=min(fb.fb_docs, len(self._doc_ids)), show_progress=False,
+            n_threads=self._threads(token_ids, active))
+        counts = self._doc_terms
+        out = []
+        for row, i in enumerate(active):
+            documents, weights = [], []
+            for d, score in zip(docs[row], scores[row]):
+                if score <= 0:
+                    continue
+                ids, tf = counts.indices[counts.indptr[d]:counts.indptr[d + 1]], \
+                    counts.data[counts.indptr[d]:counts.indptr[d + 1]]
+                keep = eligible[ids]
+                documents.append(dict(zip([terms[t] for t in ids[keep]], tf[keep].tolist())))
+                weights.append(float(score))
+            model = rm3_method.relevance_model(documents, weights, fb.fb_terms)
+            out.append(rm3_method.expand([t for t in tokens[i] if t in vocab], model, fb.original_weight))
+        return out
+
+    def expansion(self, query: str) -> dict[str, float]:
+        """The weighted query RM3 searches with for ``query`` (analysed terms -> weight); the
+        query's own terms with weight 1 each when feedback is off. For inspecting what PRF does."""
+        self._check_built()
+        tokens = self._tokenize([query], ids=False, progress=False)
+        vocab = self._retriever.vocab_dict
+        ids = [[vocab[t] for t in tokens[0] if t in vocab]]
+        if not ids[0]:
+            return {}
+        if self.feedback is None or not self.feedback.active or not self.feedback.applies(len(ids[0])):
+            return {t: float(c) for t, c in Counter(t for t in tokens[0] if t in vocab).items()}
+        return self._expansions(tokens, ids, [0])[0]
+
+    def _terms(self) -> list[str]:
+        terms = [""] * len(self._retriever.vocab_dict)
+        for term, t in self._retriever.vocab_dict.items():
+            terms[t] = term
+        return terms
+
+    def _feedback_eligible(self, fb: RM3) -> np.ndarray:
+        """Which term ids may be feedback terms (shape, and in at most max_df of the documents)."""
+        if self._eligible is None or self._eligible[0] != fb.max_df:
+            df = np.bincount(self._doc_terms.indices, minlength=len(self._retriever.vocab_dict))
+            limit = fb.max_df * len(self)
+            self._eligible = (fb.max_df, np.array(
+                [bool(rm3_method.FEEDBACK_TERM.fullmatch(t)) and df[i] <= limit
+                 for i, t in enumerate(self._terms())], dtype=bool))
+        return self._eligible[1]
 
     def _threads(self, token_ids: list[list[int]], active: list[int]) -> int:
         """Worker threads for bm25s (0 = no pool).
@@ -221,6 +324,10 @@ class BM25Index:
         path = Path(path)
         with atomic_dir(path, overwrite=overwrite) as tmp:
             self._retriever.save(tmp / "bm25s", show_progress=False)
+            if self._doc_terms is not None:
+                import scipy.sparse
+
+                scipy.sparse.save_npz(tmp / "doc_terms.npz", self._doc_terms, compressed=False)
             with open(tmp / "doc_ids.json", "w", encoding="utf-8") as handle:
                 json.dump(self._doc_ids.tolist(), handle, ensure_ascii=False)
             write_manifest(
@@ -239,13 +346,18 @@ class BM25Index:
         manifest = read_manifest(path, kind=cls.kind, max_format_version=FORMAT_VERSION, verify=verify)
         p = manifest["params"]
         index = cls(k1=p["k1"], b=p["b"], method=p["method"], delta=p["delta"],
-                    stopwords=p["stopwords"], stemmer=p["stemmer"])
+                    stopwords=p["stopwords"], stemmer=p["stemmer"],
+                    feedback=feedback_from_dict(p.get("feedback")))
         try:
             retriever = bm25s.BM25.load(path / "bm25s", mmap=mmap, show_progress=False, verbosity=0)
         except (OSError, ValueError) as exc:
             raise ManifestError(f"{path}: the bm25s arrays cannot be read ({exc}); rebuild") from None
         doc_ids = json.loads((path / "doc_ids.json").read_text(encoding="utf-8"))
         index._retriever = retriever
+        if (path / "doc_terms.npz").is_file():
+            import scipy.sparse
+
+            index._doc_terms = scipy.sparse.load_npz(path / "doc_terms.npz").tocsr()
         index._doc_ids = np.asarray(doc_ids, dtype=object)
         index._corpus_info = manifest["provenance"].get("corpus", {})
         return index
@@ -254,3 +366,16 @@ class BM25Index:
     def corpus_info(self) -> dict[str, Any]:
         """Fingerprint (source, sha256, size) of the corpus this index was built from."""
         return dict(self._corpus_info)
+
+
+def _term_counts(ids: list[list[int]], n_terms: int) -> Any:
+    """Documents x terms CSR matrix of term counts, from bm25s's token ids."""
+    import scipy.sparse
+
+    lengths = np.fromiter((len(d) for d in ids), dtype=np.int64, count=len(ids))
+    rows = np.repeat(np.arange(len(ids)), lengths)
+    cols = np.fromiter((t for d in ids for t in d), dtype=np.int64, count=int(lengths.sum()))
+    matrix = scipy.sparse.csr_matrix((np.ones(len(cols), dtype=np.int32), (rows, cols)),
+                                     shape=(len(ids), n_terms))
+    matrix.sum_duplicates()
+    return matrix

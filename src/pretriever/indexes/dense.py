@@ -23,10 +23,13 @@ from pretriever.encoders.base import Encoder
 from pretriever.encoders.dense import DenseEncoder, check_compatible, encoder_from_spec
 from pretriever.encoding import assemble, encode_shard
 from pretriever.errors import ConfigError, NotBuiltError
+from pretriever.feedback import Rocchio, feedback_from_dict
+from pretriever.feedback import rocchio as rocchio_method
 from pretriever.indexes.base import DocumentTable
 from pretriever.types import Queries, Run
 
 FORMAT_VERSION = 1
+EMBEDDED_MODEL = "model"  # the encoder's folder inside an index saved with embed_encoder
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -79,7 +82,8 @@ class DenseIndexBase(DocumentTable):
     """Encoding, persistence and query handling shared by every dense index.
 
     Subclasses implement ``_fit(vectors)``, ``_search_vectors(queries, k)``, ``_save_extra`` and
-    ``_load_extra``.
+    ``_load_extra`` (and ``_doc_vectors(rows)`` if they do not keep the raw vectors).
+    ``feedback``: Rocchio options (vector pseudo-relevance feedback on every search) or None.
     """
 
     kind: ClassVar[str] = "index.dense"
@@ -93,7 +97,11 @@ class DenseIndexBase(DocumentTable):
         dtype: str = "float32",
         work_dir: str | Path | None = None,
         progress: bool = True,
+        feedback: Rocchio | None = None,
     ) -> None:
+        if feedback is not None and not isinstance(feedback, Rocchio):
+            raise ConfigError(f"a dense index takes rocchio feedback, not {feedback.name} (BM25's)")
+        self.feedback = feedback
         self.encoder = encoder
         self.batch_size = batch_size
         self.dtype = dtype
@@ -106,6 +114,9 @@ class DenseIndexBase(DocumentTable):
         self._query_spec: dict[str, Any] | None = None  # asymmetric (ADORE): queries' own encoder
         self._corpus_info: dict[str, Any] = {}
         self.notes: list[str] = []
+        # save a copy of the (local) model folder inside the index, so that the folder searches on
+        # its own (`pretriever build` does this for the models it trained in its work folder)
+        self.embed_encoder = False
 
     # -- subclass hooks ------------------------------------------------------------------------
     def _fit(self, vectors: np.ndarray) -> None:
@@ -115,7 +126,16 @@ class DenseIndexBase(DocumentTable):
         raise NotImplementedError
 
     def params(self) -> dict[str, Any]:
-        return {"dtype": self.dtype, "batch_size": self.batch_size}
+        return {"dtype": self.dtype, "batch_size": self.batch_size,
+                "feedback": self.feedback.to_dict() if self.feedback else None,
+                **({"embedded_encoder": True} if self.embed_encoder else {})}
+
+    def _doc_vectors(self, rows: np.ndarray) -> np.ndarray:
+        """The vectors of documents at ``rows`` (any shape of row numbers; -1 = none, NaN rows)."""
+        assert self._vectors is not None
+        out = np.asarray(self._vectors[np.maximum(rows, 0).ravel()], dtype=np.float32)
+        out[rows.ravel() < 0] = np.nan
+        return out.reshape(*rows.shape, -1)
 
     def _save_extra(self, folder: Path) -> None:
         """Write implementation files (the vectors are written by the base class)."""
@@ -238,7 +258,12 @@ class DenseIndexBase(DocumentTable):
         """Search with query vectors that were encoded elsewhere (same encoder spec)."""
         self._check_built()
         assert self._doc_ids is not None
-        idx, val = self._search_vectors(np.ascontiguousarray(vectors, dtype=np.float32), min(k, len(self)))
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        fb = self.feedback
+        if fb is not None and fb.active:
+            rows, _ = self._search_vectors(vectors, min(fb.fb_docs, len(self)))
+            vectors = rocchio_method.expand(vectors, self._doc_vectors(rows), fb)
+        idx, val = self._search_vectors(vectors, min(k, len(self)))
         run: Run = {}
         for row, qid in enumerate(qids):
             ok = idx[row] >= 0
@@ -256,9 +281,16 @@ class DenseIndexBase(DocumentTable):
             with open(tmp / "doc_ids.json", "w", encoding="utf-8") as handle:
                 json.dump(self._doc_ids.tolist(), handle, ensure_ascii=False)
             self._save_extra(tmp)
+            spec = self._spec
+            if self.embed_encoder:
+                source = Path(str(spec.get("source")))
+                if not source.is_dir():
+                    raise ConfigError(f"cannot embed the encoder: {source} is not a local model folder")
+                shutil.copytree(source, tmp / EMBEDDED_MODEL)
+                spec = {**spec, "source": EMBEDDED_MODEL, "model": EMBEDDED_MODEL}
             write_manifest(
                 tmp, kind=self.kind, format_version=FORMAT_VERSION,
-                params={**self.params(), "encoder": self._spec,
+                params={**self.params(), "encoder": spec,
                         **({"query_encoder": self._query_spec} if self._query_spec else {})},
                 provenance={"corpus": self._corpus_info, "documents": len(self)},
                 libraries=("torch", "transformers", "sentence-transformers", "faiss-cpu"),
@@ -280,7 +312,11 @@ class DenseIndexBase(DocumentTable):
         params = dict(manifest["params"])
         spec = params.pop("encoder")
         query_spec = params.pop("query_encoder", None)
+        embedded = params.pop("embedded_encoder", False)
+        if embedded:  # the model folder inside the index, wherever the index now lies
+            spec = {**spec, "source": str(path / spec["source"]), "model": str(path / spec["source"])}
         index = cls._from_params(params)
+        index.embed_encoder = embedded
         index._spec = spec
         index._query_spec = query_spec
         index.set_query_encoder(encoder if encoder is not None else encoder_from_spec(query_spec or spec))
@@ -293,7 +329,8 @@ class DenseIndexBase(DocumentTable):
 
     @classmethod
     def _from_params(cls, params: dict[str, Any]) -> DenseIndexBase:
-        return cls(dtype=params["dtype"], batch_size=params["batch_size"])
+        return cls(dtype=params["dtype"], batch_size=params["batch_size"],
+                   feedback=feedback_from_dict(params.get("feedback")))
 
 
 class FlatIndex(DenseIndexBase):
@@ -311,7 +348,8 @@ class FlatIndex(DenseIndexBase):
 
     @classmethod
     def _from_params(cls, params: dict[str, Any]) -> FlatIndex:
-        return cls(dtype=params["dtype"], batch_size=params["batch_size"], chunk_rows=params["chunk_rows"])
+        return cls(dtype=params["dtype"], batch_size=params["batch_size"], chunk_rows=params["chunk_rows"],
+                   feedback=feedback_from_dict(params.get("feedback")))
 
     def _fit(self, vectors: np.ndarray) -> None:
         """Nothing to train: exact search reads the vectors directly."""

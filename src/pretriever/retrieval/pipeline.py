@@ -179,15 +179,21 @@ class Pipeline:
             raise NotBuiltError("build the pipeline before saving it")
         path = Path(path)
         with atomic_dir(path, overwrite=overwrite) as tmp:
-            for name, retriever in self.retrievers.items():
-                retriever.save(tmp / "retrievers" / name)
-            if self.reranker is not None:
-                self.reranker.save(tmp / "reranker")
-                if self._reads_texts:
-                    _write_documents(tmp / DOCUMENTS, self.documents)
-            write_manifest(tmp, kind=self.kind, format_version=FORMAT_VERSION, params=self.params(),
-                           provenance={"corpus": self.corpus_info})
+            self.write(tmp)
         return path
+
+    def write(self, folder: Path, extra: dict[str, Any] | None = None) -> None:
+        """Write the pipeline into ``folder`` (inside an ``atomic_dir``), manifest last; files put
+        there before (a build's report) are checksummed with it. ``extra`` goes into the
+        manifest's provenance."""
+        for name, retriever in self.retrievers.items():
+            retriever.save(folder / "retrievers" / name)
+        if self.reranker is not None:
+            self.reranker.save(folder / "reranker")
+            if self._reads_texts:
+                _write_documents(folder / DOCUMENTS, self.documents)
+        write_manifest(folder, kind=self.kind, format_version=FORMAT_VERSION, params=self.params(),
+                       provenance={"corpus": self.corpus_info, **(extra or {})})
 
     @classmethod
     def load(cls, path: str | Path) -> Pipeline:

@@ -27,8 +27,10 @@ if it beats the previous pipeline on dev (--dev-split, the dataset's dev split, 
 training queries held out). The test split is never read for a choice: if there is one, the
 report ends with the built pipeline against the off-the-shelf hybrid, with a significance test.
 
-DIR holds the pipeline, report.md, chart.png and build.json (every choice and number). A killed
-build resumes when the same command is run again (stages are kept in DIR.work)."""
+DIR holds the pipeline, report.md, build.json (every choice and number) and chart.png (dev
+scores, or test scores without labels; none without either). A killed build resumes when the
+same command is run again (stages are kept in DIR.work); --overwrite replaces DIR, and starts
+over only if DIR.work holds a build with other settings."""
 
 EPILOG = """\
 examples:
@@ -66,8 +68,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--budget-minutes",
         type=float,
         metavar="N",
-        help="fit the fine-tuning into about N minutes of this machine (default 60 with "
-        "--train-split); the plan is printed before anything runs",
+        help="fit the whole labelled build into about N minutes of this machine by scaling the "
+        "fine-tuning (default 60; needs --train-split); the plan is printed before anything runs",
     )
     parser.add_argument(
         "--reranker",
@@ -84,17 +86,23 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--bm25-prf",
         metavar="METHOD",
         default=None,
-        help="BM25's pseudo-relevance feedback: rm3, rm3:fb_docs=5,fb_terms=20, or none "
-        "(default: the measured best)",
+        help="BM25's pseudo-relevance feedback (default rm3:max_query_terms=3, the measured best: "
+        "RM3 on queries of at most 3 terms; plain rm3 expands every query, measured to hurt long "
+        "ones), or none",
     )
     parser.add_argument(
         "--dense-prf",
         metavar="METHOD",
         default=None,
-        help="the dense member's feedback: rocchio, rocchio:fb_docs=3,beta=0.5, or none "
-        "(default: the measured best)",
+        help="the dense member's feedback: rocchio, rocchio:fb_docs=3,beta=0.5, or none (default "
+        "none: Rocchio was measured not to lift the pipeline)",
     )
-    parser.add_argument("--seed", type=int, default=42, help="seed of the dev carve-out and the tests")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=42,
+        help="seed of the dev carve-out, the fine-tuning and the significance test",
+    )
     add_backend_args(parser)
     add_quiet_arg(parser)
     parser.set_defaults(handler=run)

@@ -283,6 +283,10 @@ def run_hybrid(args: argparse.Namespace) -> int:
     out = fresh_output(args.out, args.overwrite)
     fusion = Fusion(args.fusion, args.norm)  # validate before minutes of encoding
     rm3, rocchio = parse_feedback(args.bm25_prf), parse_feedback(args.dense_prf)
+    if (rm3 is not None and rm3.name != "rm3") or (rocchio is not None and rocchio.name != "rocchio"):
+        from pretriever.errors import ConfigError
+
+        raise ConfigError("--bm25-prf takes rm3 (or none) and --dense-prf rocchio (or none)")
     if args.tune_on == "test":
         from pretriever.errors import ConfigError
 

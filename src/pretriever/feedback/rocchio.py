@@ -46,6 +46,7 @@ def expand(queries: np.ndarray, feedback: np.ndarray, options: Rocchio) -> np.nd
 
     A query with fewer feedback documents (a tiny corpus) has its missing rows as NaN: the mean is
     over the ones it has."""
-    mean = np.nanmean(feedback, axis=1) if feedback.shape[1] else np.zeros_like(queries)
-    mean = np.nan_to_num(mean, nan=0.0)
+    found = ~np.isnan(feedback[..., 0])  # (n, fb_docs): rows the first search returned
+    count = found.sum(axis=1, keepdims=True)
+    mean = np.where(found[..., None], feedback, 0.0).sum(axis=1) / np.maximum(count, 1)
     return (options.alpha * queries + options.beta * mean).astype(np.float32)

@@ -114,8 +114,9 @@ class FaissIndex(DenseIndexBase):
 
     def _doc_vectors(self, rows: np.ndarray) -> np.ndarray:
         """FAISS's stored copy of the vectors (decoded: approximate for IVF-PQ)."""
-        if self.index_type == "ivfpq":
+        if self.index_type == "ivfpq" and not getattr(self, "_direct_map", False):
             _faiss().extract_index_ivf(self._faiss_index).make_direct_map()
+            self._direct_map = True
         flat = rows.ravel()
         out = self._faiss_index.reconstruct_batch(np.maximum(flat, 0).astype(np.int64))
         out[flat < 0] = np.nan

@@ -86,6 +86,7 @@ class BM25Index:
         self._retriever: Any = None
         self._doc_terms: Any = None  # CSR documents x terms counts, kept for feedback
         self._eligible: tuple[float, np.ndarray] | None = None
+        self._term_list: list[str] | None = None
         self._doc_ids: np.ndarray | None = None
         self._corpus_info: dict[str, Any] = {}
 
@@ -276,10 +277,13 @@ class BM25Index:
         return self._expansions(tokens, ids, [0])[0]
 
     def _terms(self) -> list[str]:
-        terms = [""] * len(self._retriever.vocab_dict)
-        for term, t in self._retriever.vocab_dict.items():
-            terms[t] = term
-        return terms
+        """Term id -> term (built once per index)."""
+        if self._term_list is None or len(self._term_list) != len(self._retriever.vocab_dict):
+            terms = [""] * len(self._retriever.vocab_dict)
+            for term, t in self._retriever.vocab_dict.items():
+                terms[t] = term
+            self._term_list = terms
+        return self._term_list
 
     def _feedback_eligible(self, fb: RM3) -> np.ndarray:
         """Which term ids may be feedback terms (shape, and in at most max_df of the documents)."""

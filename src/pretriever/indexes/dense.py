@@ -100,7 +100,8 @@ class DenseIndexBase(DocumentTable):
         feedback: Rocchio | None = None,
     ) -> None:
         if feedback is not None and not isinstance(feedback, Rocchio):
-            raise ConfigError(f"a dense index takes rocchio feedback, not {feedback.name} (BM25's)")
+            raise ConfigError(f"a dense index takes rocchio feedback, not {feedback.name}: give "
+                              f"{feedback.name} to the BM25 index, Rocchio() here")
         self.feedback = feedback
         self.encoder = encoder
         self.batch_size = batch_size
@@ -285,7 +286,8 @@ class DenseIndexBase(DocumentTable):
             if self.embed_encoder:
                 source = Path(str(spec.get("source")))
                 if not source.is_dir():
-                    raise ConfigError(f"cannot embed the encoder: {source} is not a local model folder")
+                    raise ConfigError(f"cannot embed the encoder: {source} is not a local model folder "
+                                      "(a hub id loads from the hub anyway); leave embed_encoder off")
                 shutil.copytree(source, tmp / EMBEDDED_MODEL)
                 spec = {**spec, "source": EMBEDDED_MODEL, "model": EMBEDDED_MODEL}
             write_manifest(

@@ -285,9 +285,9 @@ def build(
     dev_queries: Queries = {}
     dev_qrels: Qrels = {}
     if labelled:
-        dev_name, dev_qrels = _dev_split(config, dataset, train_qrels)
+        dev_qrels = _dev_split(config, dataset)
         dev_queries = {q: dataset.queries[q] for q in dev_qrels}
-        say(f"dev: {len(dev_qrels)} queries ({dev_name})")
+        say(f"dev: {len(dev_qrels)} queries, held out from training")
         pipeline = _labelled_stages(
             config, dataset, work, state, stages, pipeline, dev_queries, dev_qrels, examples, progress, say
         )
@@ -403,21 +403,19 @@ def _zero_label_members(
     }
 
 
-def _dev_split(config: BuildConfig, dataset: Dataset, train_qrels: Qrels) -> tuple[str, Qrels]:
-    """The dev qrels: named, the dataset's own dev split, or carved from train exactly as the
-    trainer carves its held-out queries (same fraction and seed), so training never sees them."""
-    from pretriever.training.splits import split_dev
+def _dev_split(config: BuildConfig, dataset: Dataset) -> Qrels:
+    """The dev qrels, decided by the trainer's own rule (``training.splits.train_and_dev``: the named
+    split, else the dataset's dev split, else a seeded share of train), uncapped: the trainer holds
+    out exactly these queries, so training never sees them."""
+    from pretriever.training.splits import train_and_dev
 
-    if config.dev_split:
-        return config.dev_split, dataset.qrels(config.dev_split)
-    if "dev" in dataset.splits and config.train_split != "dev":
-        return "dev", dataset.qrels("dev")
-    _, dev = split_dev(train_qrels, config.dev_fraction, config.seed)
+    trainer = replace(trainer_config(config, dataset, Path(config.out), "bm25", None), dev_max_queries=0)
+    _, dev = train_and_dev(dataset, trainer)
     if not dev:
         raise ConfigError(
             f"{config.train_split} has too few queries to hold out a dev share; name one with --dev-split"
         )
-    return f"{len(dev)} of {config.train_split}'s queries, held out (seed {config.seed})", dev
+    return dev
 
 
 def dev_score(pipeline: Any, queries: Queries, qrels: Qrels) -> float:
@@ -582,16 +580,13 @@ def trainer_config(
     trainer holds out exactly the queries the build chooses on."""
     from pretriever.training.biencoder import TrainConfig
 
-    dev_split = config.dev_split or (
-        "dev" if "dev" in dataset.splits and config.train_split != "dev" else None
-    )
     train_config = TrainConfig(
         dataset=config.dataset,
         out=str(out),
         split=config.train_split or "train",
         base=config.model,
         first_stage=str(first_stage),
-        dev_split=dev_split,
+        dev_split=config.dev_split,
         dev_fraction=config.dev_fraction,
         max_examples=examples,
         lenient=config.lenient,

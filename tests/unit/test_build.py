@@ -211,7 +211,7 @@ def test_the_trainer_never_trains_on_the_queries_the_build_chooses_on(real_data:
 
     dataset = load_dataset("scifact", progress=False)
     config = BuildConfig(dataset="scifact", out="x", train_split="train", seed=seed)
-    _, build_dev = _dev_split(config, dataset, dataset.qrels("train"))
+    build_dev = _dev_split(config, dataset)
     trained_on, trainer_dev = train_and_dev(dataset, trainer_config(config, dataset, Path("x"), "bm25", 100))
     assert build_dev and not set(trained_on) & set(build_dev)
     assert set(trainer_dev) <= set(build_dev)

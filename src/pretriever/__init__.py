@@ -53,6 +53,7 @@ _EXPORTS = {
     "build": "pretriever.recipe",
     "BuildConfig": "pretriever.recipe",
     "RM3": "pretriever.feedback",
+    "LiveIndex": "pretriever.retrieval.live",
     "Rocchio": "pretriever.feedback",
     # runs
     "read_run": "pretriever.runs",
@@ -69,6 +70,8 @@ _EXPORTS = {
     "NotBuiltError": "pretriever.errors",
     "MissingDependencyError": "pretriever.errors",
     "ConfigError": "pretriever.errors",
+    "DuplicateDocumentError": "pretriever.errors",
+    "UnknownDocumentError": "pretriever.errors",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])

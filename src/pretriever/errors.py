@@ -6,7 +6,10 @@
     ├── ManifestError                 an artefact folder is of the wrong kind, too new, or corrupt
     ├── NotBuiltError                 an index or encoder was used before build()/load()
     ├── MissingDependencyError(extra) an optional feature's package is not installed
-    └── ConfigError                   an option or parameter value is not valid
+    ├── ConfigError                   an option or parameter value is not valid
+    │   └── DuplicateDocumentError(ids) an added document's id is already in the index
+    ├── UnknownDocumentError(ids)     a document id that is not in the index
+    └── TextsUnavailableError         the texts of an index's documents are not at hand
 
 Every message says where, what was expected, what was found and what to do, so that the CLI can
 print it as one line and exit 1 (2 for ConfigError, which is a usage error).
@@ -61,3 +64,34 @@ class MissingDependencyError(PretrieverError, ImportError):
 
 class ConfigError(PretrieverError, ValueError):
     """An option or parameter has an invalid value; the message lists the valid ones."""
+
+
+def shown(ids: list[str], most: int = 5) -> str:
+    """The first few ids of a list, quoted, for a message."""
+    return ", ".join(repr(i) for i in ids[:most]) + (" ..." if len(ids) > most else "")
+
+
+class DuplicateDocumentError(ConfigError):
+    """Documents added under ids the index already holds (or twice in one batch); ``ids`` lists them.
+    Upsert replaces them instead."""
+
+    def __init__(self, ids: list[str], message: str = "") -> None:
+        self.ids = list(ids)
+        super().__init__(message or f"{len(self.ids)} document id(s) already in the index: "
+                         f"{shown(self.ids)}; delete them first or upsert (replace) them")
+
+
+class UnknownDocumentError(PretrieverError, LookupError):
+    """Document ids that are not in the index; ``ids`` lists them."""
+
+    def __init__(self, ids: list[str]) -> None:
+        self.ids = list(ids)
+        super().__init__(f"{len(self.ids)} document id(s) not in the index: {shown(self.ids)}")
+
+    def __str__(self) -> str:  # LookupError's str() would quote the message
+        return str(self.args[0])
+
+
+class TextsUnavailableError(PretrieverError):
+    """A document's text was asked for (to show it, or to pack a RAG context) but the index keeps
+    only its vectors or terms, and the corpus it was built from is not at hand."""

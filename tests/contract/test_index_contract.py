@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from pretriever.data import load_dataset
-from pretriever.errors import ConfigError, ManifestError, NotBuiltError
+from pretriever.data.corpus import Corpus
+from pretriever.errors import (
+    ConfigError,
+    DuplicateDocumentError,
+    ManifestError,
+    NotBuiltError,
+    UnknownDocumentError,
+)
 from pretriever.feedback import RM3, Rocchio
 from pretriever.indexes import BM25Index, Index, search_one
 from pretriever.indexes.ann import FaissIndex
@@ -17,6 +24,7 @@ from pretriever.indexes.dense import FlatIndex
 from pretriever.indexes.late_interaction import MaxSimIndex
 from pretriever.indexes.plaid import PlaidIndex
 from pretriever.retrieval import Fusion, Pipeline, load_index
+from pretriever.types import Document
 
 
 @cache
@@ -130,3 +138,74 @@ def test_bm25_returns_nothing_for_queries_without_known_terms(tiny: Path) -> Non
     ds = load_dataset(tiny)
     run = BM25Index(progress=False).build(ds.corpus).search(ds.queries, k=3)
     assert run["q3"] == {}  # no term in common: no results, not arbitrary ones
+
+
+# -- updates: add, delete, upsert (indexes/updates.py) ------------------------------------------------
+EXTRA = [Document("x1", "Geothermal plants tap the heat below the ground for electricity.", "Geothermal"),
+         Document("x2", "Rye flour gives a dense, dark bread with a sour taste.", "Rye bread")]
+UPDATE_QUERIES = {"q1": "how do solar panels make electricity", "q2": "bread without yeast",
+                  "q4": "geothermal heat electricity", "q5": "dark rye bread", "q6": "wind turbines"}
+
+
+def _updated(make, tiny: Path) -> tuple[Index, list[Document]]:
+    """An index built on the tiny corpus plus x1, then: add d6 + x2, delete x1 and d3, upsert d2
+    with a new text; and the documents it should now hold, in row order."""
+    docs = list(load_dataset(tiny).corpus)
+    index = make().build(Corpus.from_documents([*docs, EXTRA[0]]))
+    d6 = Document("d6", "Tidal turbines convert the energy of the tides into electricity.", "Tides")
+    index.add([d6, EXTRA[1]])
+    index.delete(["x1", "d3"])
+    new_d2 = Document("d2", "Wind turbines on hills turn moving air into electric power.", "Wind turbines")
+    index.upsert([new_d2])
+    by_id = {d.id: d for d in docs}
+    expected = [by_id["d1"], by_id["d4"], by_id["d5"], d6, EXTRA[1], new_d2]
+    return index, expected
+
+
+def test_updates_match_a_rebuild(make, tiny: Path, tmp_path: Path) -> None:
+    index, expected = _updated(make, tiny)
+    assert len(index) == 6 and "x1" not in index and "d3" not in index and "x2" in index
+    got = index.search(UPDATE_QUERIES, k=10)
+    returned = {d for hits in got.values() for d in hits}
+    assert returned <= {d.id for d in expected}  # deleted documents never come back
+    assert next(iter(sorted(got["q5"].items(), key=lambda kv: -kv[1])))[0] == "x2"  # added: found
+    assert max(got["q6"], key=got["q6"].get) == "d2"  # the upserted text is the one searched
+    rebuilt = make().build(Corpus.from_documents(expected)).search(UPDATE_QUERIES, k=10)
+    if index.exact_updates:
+        for q in UPDATE_QUERIES:
+            assert list(got[q]) == list(rebuilt[q]), q
+            assert got[q] == pytest.approx(rebuilt[q], rel=1e-5, abs=1e-5), q
+    else:  # approximate (HNSW, PLAID): the rebuild's best document first for all but one query
+        best = [max(got[q], key=got[q].get) == max(rebuilt[q], key=rebuilt[q].get) for q in UPDATE_QUERIES]
+        assert sum(best) >= len(UPDATE_QUERIES) - 1, got
+    index.save(tmp_path / "idx")
+    assert load_index(tmp_path / "idx").search(UPDATE_QUERIES, k=10) == got  # tombstones saved
+    index.compact()
+    assert len(index) == 6
+    compacted = index.search(UPDATE_QUERIES, k=10)
+    assert {q: list(h) for q, h in compacted.items()} == {q: list(h) for q, h in got.items()} \
+        or not index.exact_updates
+
+
+def test_update_ids_are_checked(make, tiny: Path) -> None:
+    index = make().build(load_dataset(tiny).corpus)
+    with pytest.raises(DuplicateDocumentError, match="d1"):
+        index.add([Document("d1", "again")])
+    with pytest.raises(DuplicateDocumentError, match="twice"):
+        index.add([Document("n1", "a"), Document("n1", "b")])
+    with pytest.raises(UnknownDocumentError, match="nope"):
+        index.delete(["d2", "nope"])
+    assert len(index) == 5 and "d2" in index  # a refused update changes nothing
+
+
+def test_an_update_applied_to_a_copy_leaves_the_original_searching_as_before(make, tiny: Path) -> None:
+    """What a live index relies on to keep answering searches while an update is applied."""
+    index = make().build(load_dataset(tiny).corpus)
+    before = index.search(UPDATE_QUERIES, k=10)
+    copy = index.copy_for_update()
+    if copy is None:  # updated in place, searches paused (FAISS)
+        return
+    copy.apply_add(["x2"], copy.prepare_add(Corpus.from_documents([EXTRA[1]])))
+    copy.apply_delete(["d3"])
+    assert index.search(UPDATE_QUERIES, k=10) == before and len(index) == 5 and "x2" not in index
+    assert "x2" in copy and "d3" not in copy

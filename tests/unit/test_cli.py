@@ -139,7 +139,7 @@ def test_every_command_speaks_one_vocabulary() -> None:
             assert choices <= {"auto", "float32", "bfloat16", "float16", "int8"}, f"{name}: {choices}"
         if "--depth" in options:
             assert "first-stage candidates read per query" in options["--depth"].help, name
-        if name != "search":  # a single query: nothing to report
+        if name not in ("search", "context", "serve"):  # one query: nothing to report; serve: --log-level
             assert "--quiet" in options, f"{name} has no --quiet"
 
 

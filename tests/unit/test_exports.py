@@ -13,7 +13,8 @@ EXPECTED = [
     "DenseEncoder", "FaissIndex", "FlatIndex", "Fusion", "Pipeline", "fuse", "quickstart",
     "Reranker", "TrainConfig", "train", "RerankerConfig", "train_reranker", "soup",
     "PretrainConfig", "pretrain", "ColBERTEncoder", "MaxSimIndex", "PlaidIndex", "ColBERTConfig",
-    "train_colbert", "build", "BuildConfig", "RM3", "Rocchio",
+    "train_colbert", "build", "BuildConfig", "RM3", "Rocchio", "LiveIndex", "DuplicateDocumentError",
+    "UnknownDocumentError",
 ]
 
 

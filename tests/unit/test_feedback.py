@@ -11,6 +11,7 @@ from pretriever.errors import ConfigError
 from pretriever.feedback import RM3, Rocchio, feedback_from_dict, parse_feedback
 from pretriever.indexes.bm25 import BM25Index
 from pretriever.indexes.dense import FlatIndex
+from pretriever.types import Document
 
 DOCS = [
     {"_id": "d1", "title": "", "text": "apple banana apple cherry"},
@@ -84,10 +85,14 @@ def test_rm3_is_deterministic_stays_in_the_corpus_and_round_trips(tmp_path) -> N
 
 
 def test_rm3_on_an_index_without_term_counts_says_to_rebuild(tmp_path) -> None:
-    loaded = BM25Index.load(_bm25(None).save(tmp_path / "bm25"))
+    old = _bm25(None)
+    old._doc_terms = None  # as an index saved before every BM25 index kept its term counts
+    loaded = BM25Index.load(old.save(tmp_path / "bm25"))
     loaded.feedback = RM3()
     with pytest.raises(ConfigError, match="rebuild"):
         loaded.search({"q": "apple"})
+    with pytest.raises(ConfigError, match="rebuild"):
+        loaded.add([Document("new", "apple pie")])
 
 
 class _Stub:

@@ -16,6 +16,7 @@ from pretriever import __version__
 from pretriever._progress import is_terminal
 from pretriever.cli import (
     build,
+    context,
     data,
     evaluate,
     index,
@@ -24,6 +25,7 @@ from pretriever.cli import (
     quickstart,
     rerank,
     search,
+    serve,
     soup,
     train,
 )
@@ -37,6 +39,8 @@ examples:
   pretriever evaluate --dataset scifact --retriever bm25 --retriever hybrid
   pretriever index bm25 --dataset scifact --out indexes/scifact-bm25
   pretriever search --index indexes/scifact-bm25 "do statins reduce mortality?" -k 5
+  pretriever context --index indexes/scifact-bm25 --corpus scifact "do statins reduce mortality?"
+  pretriever serve indexes/scifact-bm25 --corpus scifact --port 8000
   pretriever pretrain --dataset scifact --out models/sf-pre
   pretriever train --dataset scifact --out models/sf-dense
   pretriever train-reranker --dataset scifact --first-stage hybrid --out models/sf-reranker
@@ -59,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"pretriever {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for module in (quickstart, build, data, index, search, evaluate, rerank, optimize, pretrain, train, soup):
+    for module in (quickstart, build, data, index, search, context, serve, evaluate, rerank, optimize,
+                   pretrain, train, soup):
         module.register(commands)
     return parser
 

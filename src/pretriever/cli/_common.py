@@ -78,6 +78,14 @@ def add_output_args(parser: argparse.ArgumentParser, what: str, *, required: boo
     parser.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
 
 
+def add_texts_corpus_arg(parser: argparse.ArgumentParser) -> None:
+    """``--corpus``: where the documents' texts are, for an index that does not keep them."""
+    parser.add_argument("--corpus", metavar="CORPUS",
+                        help="the corpus the index was built from (a BEIR folder, corpus.jsonl or dataset "
+                        "name), for document texts when neither the index folder nor the corpus its "
+                        "manifest names has them")
+
+
 def add_quiet_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", "-q", action="store_true",
                         help="no progress bars or progress lines (warnings and results still print)")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -177,7 +178,11 @@ class OpenVINORunner:
         self.inputs = [p.get_any_name() for p in model.inputs]
         self.compiled = ov.Core().compile_model(model, "CPU", config)
         self.request = self.compiled.create_infer_request()
+        self._lock = threading.Lock()
 
     def __call__(self, features: dict[str, np.ndarray]) -> np.ndarray:
-        result = self.request.infer({n: features[n] for n in self.inputs if n in features})
-        return np.asarray(result[self.compiled.outputs[0]])
+        # one infer request, whose output buffer the next call reuses: concurrent callers (a
+        # server's threads) take turns, and each gets its own copy
+        with self._lock:
+            result = self.request.infer({n: features[n] for n in self.inputs if n in features})
+            return np.array(result[self.compiled.outputs[0]])

@@ -4,6 +4,12 @@
 Exact search multiplies the query matrix with the document matrix in row chunks and keeps a
 running top-k, so memory stays bounded by ``chunk_rows`` even when the vectors (opened with
 ``mmap``) are larger than RAM.
+
+Documents added after the build are encoded by the index's document encoder and appended; deleted
+ones are tombstoned (``indexes/updates.py``). A document's vector does not depend on the others,
+so exact search after updates returns what a rebuild would (up to the last bits that batching
+changes in an encoder's output). An updated index holds its vectors in RAM (each add copies them:
+a few ms at SciFact's size) until a compaction writes a snapshot, memory-mapped again on reopening.
 """
 
 from __future__ import annotations
@@ -26,9 +32,10 @@ from pretriever.errors import ConfigError, NotBuiltError
 from pretriever.feedback import Rocchio, feedback_from_dict
 from pretriever.feedback import rocchio as rocchio_method
 from pretriever.indexes.base import DocumentTable
+from pretriever.indexes.updates import Payload, Updatable
 from pretriever.types import Queries, Run
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: may hold deleted.npy (tombstones); written only then
 EMBEDDED_MODEL = "model"  # the encoder's folder inside an index saved with embed_encoder
 
 
@@ -49,13 +56,14 @@ QUERY_PROGRESS_FROM = 500  # queries: below that, encoding them takes seconds an
 SCORE_CELLS = 1 << 24  # query x document scores held at once: 64 MiB of float32
 
 
-def exact_search(queries: np.ndarray, docs: np.ndarray, k: int, chunk_rows: int = 65_536
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def exact_search(queries: np.ndarray, docs: np.ndarray, k: int, chunk_rows: int = 65_536,
+                 exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Inner-product top-k over ``docs``, bounded in memory whatever the corpus and query count.
 
     Documents are read ``chunk_rows`` rows at a time (so a memory-mapped matrix larger than RAM
     works) and queries are scored in blocks so that a block's score matrix stays within
-    ``SCORE_CELLS`` cells; a running top-k per query is merged after each chunk.
+    ``SCORE_CELLS`` cells; a running top-k per query is merged after each chunk. Rows where
+    ``exclude`` is True score -inf (the caller drops those results).
     """
     n, nq = docs.shape[0], queries.shape[0]
     k = min(k, n)
@@ -66,8 +74,12 @@ def exact_search(queries: np.ndarray, docs: np.ndarray, k: int, chunk_rows: int 
         step = max(1, SCORE_CELLS // block.shape[0])
         idx = np.empty((nq, min(k, block.shape[0])), dtype=np.int64)
         val = np.empty(idx.shape, dtype=np.float32)
+        skip = None if exclude is None else exclude[start : start + block.shape[0]]
         for q in range(0, nq, step):
-            i, v = top_k(queries[q : q + step] @ block.T, k)
+            scores = queries[q : q + step] @ block.T
+            if skip is not None:
+                scores[:, skip] = -np.inf
+            i, v = top_k(scores, k)
             idx[q : q + step], val[q : q + step] = i + start, v
         if best_idx.shape[1] == 0:
             best_idx, best_val = idx, val
@@ -78,7 +90,7 @@ def exact_search(queries: np.ndarray, docs: np.ndarray, k: int, chunk_rows: int 
     return best_idx, best_val
 
 
-class DenseIndexBase(DocumentTable):
+class DenseIndexBase(Updatable, DocumentTable):
     """Encoding, persistence and query handling shared by every dense index.
 
     Subclasses implement ``_fit(vectors)``, ``_search_vectors(queries, k)``, ``_save_extra`` and
@@ -143,6 +155,36 @@ class DenseIndexBase(DocumentTable):
 
     def _load_extra(self, folder: Path, params: dict[str, Any]) -> None:
         """Read implementation files; ``self._vectors`` is already set."""
+
+    def _add_vectors(self, vectors: np.ndarray) -> None:
+        """Index vectors of documents appended after the current rows."""
+        raise NotImplementedError
+
+    # -- updates -------------------------------------------------------------------------------
+    def document_encoder(self) -> Encoder:
+        """The encoder of the documents: the query encoder, unless queries have their own (ADORE)."""
+        if self._query_spec is None:
+            return self.get_encoder()
+        if getattr(self, "_doc_encoder", None) is None:
+            self._doc_encoder = encoder_from_spec(self._spec)
+        return self._doc_encoder
+
+    def prepare_add(self, corpus: Corpus) -> Payload:
+        """The documents' vectors, encoded as the build encodes them, in the index's dtype."""
+        vectors = np.asarray(self.document_encoder().encode_documents(corpus.contents()), dtype=np.float32)
+        return {"vectors": vectors.astype(self.dtype)}
+
+    def apply_add(self, ids: list[str], payload: Payload) -> None:
+        vectors = np.asarray(payload["vectors"])
+        dim = self._dimension()
+        if vectors.ndim != 2 or vectors.shape[0] != len(ids) or vectors.shape[1] != dim:
+            raise ConfigError(f"{vectors.shape} vectors given for {len(ids)} documents of size {dim}")
+        self._add_vectors(vectors.astype(self.dtype, copy=False))
+        self._append_ids(ids)
+
+    def _dimension(self) -> int:
+        assert self._vectors is not None
+        return int(self._vectors.shape[1])
 
     # -- shared machinery ----------------------------------------------------------------------
     def get_encoder(self) -> Encoder:
@@ -209,6 +251,8 @@ class DenseIndexBase(DocumentTable):
     def _install(self, vectors: np.ndarray, corpus: Corpus, spec: dict[str, Any]) -> None:
         """Adopt ``vectors`` (one row per document of ``corpus``, made by ``spec``) and fit on them."""
         self._doc_ids = np.asarray(corpus.ids, dtype=object)
+        self._deleted = None
+        self._changed()
         self._corpus_info = corpus.fingerprint()
         self._spec = spec
         self._vectors = vectors
@@ -267,7 +311,7 @@ class DenseIndexBase(DocumentTable):
         idx, val = self._search_vectors(vectors, min(k, len(self)))
         run: Run = {}
         for row, qid in enumerate(qids):
-            ok = idx[row] >= 0
+            ok = (idx[row] >= 0) & np.isfinite(val[row])
             run[qid] = dict(zip(self._doc_ids[idx[row][ok]].tolist(), val[row][ok].astype(float).tolist()))
         return run
 
@@ -282,6 +326,7 @@ class DenseIndexBase(DocumentTable):
             with open(tmp / "doc_ids.json", "w", encoding="utf-8") as handle:
                 json.dump(self._doc_ids.tolist(), handle, ensure_ascii=False)
             self._save_extra(tmp)
+            self._save_deleted(tmp)
             spec = self._spec
             if self.embed_encoder:
                 source = Path(str(spec.get("source")))
@@ -291,7 +336,7 @@ class DenseIndexBase(DocumentTable):
                 shutil.copytree(source, tmp / EMBEDDED_MODEL)
                 spec = {**spec, "source": EMBEDDED_MODEL, "model": EMBEDDED_MODEL}
             write_manifest(
-                tmp, kind=self.kind, format_version=FORMAT_VERSION,
+                tmp, kind=self.kind, format_version=self._saved_format(),
                 params={**self.params(), "encoder": spec,
                         **({"query_encoder": self._query_spec} if self._query_spec else {})},
                 provenance={"corpus": self._corpus_info, "documents": len(self)},
@@ -327,6 +372,7 @@ class DenseIndexBase(DocumentTable):
         index._doc_ids = np.asarray(json.loads((path / "doc_ids.json").read_text("utf-8")), dtype=object)
         index._corpus_info = manifest["provenance"].get("corpus", {})
         index._load_extra(path, params)
+        index._load_deleted(path)
         return index
 
     @classmethod
@@ -358,4 +404,13 @@ class FlatIndex(DenseIndexBase):
 
     def _search_vectors(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         assert self._vectors is not None
-        return exact_search(queries, self._vectors, k, self.chunk_rows)
+        return exact_search(queries, self._vectors, k, self.chunk_rows, self._excluded())
+
+    def _add_vectors(self, vectors: np.ndarray) -> None:
+        assert self._vectors is not None
+        self._vectors = np.concatenate([np.asarray(self._vectors), vectors])
+
+    def _compact(self, keep: np.ndarray) -> None:
+        assert self._vectors is not None
+        self._vectors = np.asarray(self._vectors)[keep]
+        self._doc_ids = self._doc_ids[keep]

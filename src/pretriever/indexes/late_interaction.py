@@ -7,6 +7,9 @@ default: half the bytes, and MaxSim moved by less than 1e-3). ``LateInteractionI
 it shares with the compressed ``PlaidIndex``: resumable corpus encoding, the query encoder and its
 compatibility check, reranking a candidate run by MaxSim (``score``), and the folder with its
 manifest.
+
+Documents added after the build are encoded by the index's encoder and appended (``MaxSimIndex``:
+exactly what a rebuild would score); deleted ones are tombstoned (``indexes/updates.py``).
 """
 
 from __future__ import annotations
@@ -27,9 +30,10 @@ from pretriever.encoders.dense import check_compatible
 from pretriever.errors import ConfigError
 from pretriever.indexes.base import DocumentTable
 from pretriever.indexes.dense import top_k
+from pretriever.indexes.updates import Payload, Updatable
 from pretriever.types import Queries, Run
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: may hold deleted.npy (tombstones); written only then
 SCORE_CELLS = 1 << 24  # query-token x document-token scores held at once: 64 MiB of float32
 RESULT_CELLS = 1 << 25  # query x document MaxSim scores held at once by exact search
 BLOCK_TOKENS = 1 << 16  # document tokens converted to float32 at once: 96 MiB at 384 dimensions
@@ -68,7 +72,7 @@ def maxsim_matrix(queries: list[np.ndarray], tokens: np.ndarray, offsets: np.nda
     return out
 
 
-class LateInteractionIndex(DocumentTable):
+class LateInteractionIndex(Updatable, DocumentTable):
     """What every late-interaction index shares; subclasses implement ``_fit(tokens, offsets)``,
     ``_search_encoded(queries, k)``, ``doc_vectors(positions)`` and their files."""
 
@@ -114,6 +118,39 @@ class LateInteractionIndex(DocumentTable):
 
     def _load_extra(self, folder: Path, params: dict[str, Any], mmap: bool) -> None:
         raise NotImplementedError
+
+    def _add_tokens(self, tokens: np.ndarray, offsets: np.ndarray) -> None:
+        """Index the token vectors of appended documents; ``offsets`` already covers them."""
+        raise NotImplementedError
+
+    def _compact_tokens(self, rows: np.ndarray, offsets: np.ndarray) -> None:
+        """Keep only token ``rows`` (those of the kept documents); ``offsets`` is already theirs."""
+        raise NotImplementedError
+
+    # -- updates ---------------------------------------------------------------------------------
+    def prepare_add(self, corpus: Corpus) -> Payload:
+        """The documents' token vectors, encoded as the build encodes them, and their counts."""
+        docs = self.get_encoder().encode_documents(corpus.contents())
+        return {"tokens": np.concatenate(docs).astype(self.dtype),
+                "lengths": np.array([len(d) for d in docs], dtype=np.int64)}
+
+    def apply_add(self, ids: list[str], payload: Payload) -> None:
+        assert self._offsets is not None
+        tokens, lengths = np.asarray(payload["tokens"]), np.asarray(payload["lengths"], dtype=np.int64)
+        if len(lengths) != len(ids) or int(lengths.sum()) != len(tokens) or (lengths < 1).any():
+            raise ConfigError(f"token vectors of {len(lengths)} documents given for {len(ids)}")
+        offsets = np.concatenate([self._offsets, self._offsets[-1] + np.cumsum(lengths)]).astype(np.int64)
+        self._add_tokens(tokens.astype(self.dtype, copy=False), offsets)
+        self._offsets = offsets
+        self._append_ids(ids)
+
+    def _compact(self, keep: np.ndarray) -> None:
+        assert self._offsets is not None
+        rows, _ = spans(self._offsets, keep)
+        offsets = np.concatenate([[0], np.cumsum(np.diff(self._offsets)[keep])]).astype(np.int64)
+        self._compact_tokens(rows, offsets)
+        self._offsets = offsets
+        self._doc_ids = self._doc_ids[keep]
 
     # -- building --------------------------------------------------------------------------------
     def get_encoder(self) -> ColBERTEncoder:
@@ -163,6 +200,8 @@ class LateInteractionIndex(DocumentTable):
             )
         self._encoder = encoder
         self._doc_ids = np.asarray(corpus.ids, dtype=object)
+        self._deleted = None
+        self._changed()
         self._corpus_info = corpus.fingerprint()
         self._spec = encoder.spec()
         self._offsets = np.asarray(offsets, dtype=np.int64)
@@ -201,11 +240,11 @@ class LateInteractionIndex(DocumentTable):
         """Search with query token vectors encoded elsewhere (same encoder spec)."""
         self._check_built()
         assert self._doc_ids is not None
-        results = self._search_encoded(vectors, min(k, len(self)))
-        return {
-            qid: dict(zip(self._doc_ids[idx].tolist(), val.astype(float).tolist()))
-            for qid, (idx, val) in zip(qids, results)
-        }
+        run: Run = {}
+        for qid, (idx, val) in zip(qids, self._search_encoded(vectors, min(k, len(self)))):
+            ok = np.isfinite(val)  # tombstoned documents score -inf
+            run[qid] = dict(zip(self._doc_ids[idx[ok]].tolist(), val[ok].astype(float).tolist()))
+        return run
 
     # -- a rerank stage (the same calls as a cross-encoder ``Reranker``) -------------------------
     reads_texts: ClassVar[bool] = False  # MaxSim reads the stored token vectors, not the texts
@@ -227,7 +266,7 @@ class LateInteractionIndex(DocumentTable):
 
         self._check_built()
         assert self._doc_ids is not None
-        position = {d: i for i, d in enumerate(self._doc_ids.tolist())}
+        position = self.positions()
         missing = [q for q in run if q not in queries]
         if missing:
             raise ConfigError(
@@ -297,10 +336,11 @@ class LateInteractionIndex(DocumentTable):
             with open(tmp / "doc_ids.json", "w", encoding="utf-8") as handle:
                 json.dump(self._doc_ids.tolist(), handle, ensure_ascii=False)
             self._save_extra(tmp)
+            self._save_deleted(tmp)
             write_manifest(
                 tmp,
                 kind=self.kind,
-                format_version=FORMAT_VERSION,
+                format_version=self._saved_format(),
                 params={**self.params(), "encoder": self._spec},
                 provenance={
                     "corpus": self._corpus_info,
@@ -337,6 +377,7 @@ class LateInteractionIndex(DocumentTable):
         index._offsets = np.load(path / "offsets.npy")
         index._corpus_info = manifest["provenance"].get("corpus", {})
         index._load_extra(path, params, mmap)
+        index._load_deleted(path)
         return index
 
     @classmethod
@@ -364,6 +405,9 @@ class MaxSimIndex(LateInteractionIndex):
         results = []
         for start in range(0, len(queries), step):
             scores = maxsim_matrix(queries[start : start + step], self._tokens, self._offsets)
+            dead = self._excluded()
+            if dead is not None:
+                scores[:, dead] = -np.inf
             idx, val = top_k(scores, k)
             results.extend(zip(idx, val))
         return results
@@ -372,6 +416,14 @@ class MaxSimIndex(LateInteractionIndex):
         assert self._tokens is not None and self._offsets is not None
         rows, bounds = spans(self._offsets, positions)
         return np.asarray(self._tokens[rows], dtype=np.float32), np.append(bounds, len(rows))
+
+    def _add_tokens(self, tokens: np.ndarray, offsets: np.ndarray) -> None:
+        assert self._tokens is not None
+        self._tokens = np.concatenate([np.asarray(self._tokens), tokens])
+
+    def _compact_tokens(self, rows: np.ndarray, offsets: np.ndarray) -> None:
+        assert self._tokens is not None
+        self._tokens = np.asarray(self._tokens)[rows]
 
     @property
     def tokens(self) -> np.ndarray:

@@ -27,7 +27,17 @@ def index_classes() -> dict[str, type]:
 
 
 def load_index(path: str | Path) -> Index:
-    """Load any index folder, choosing the implementation from its manifest's kind."""
+    """Load any index folder, choosing the implementation from its manifest's kind; a folder that
+    has taken updates (``retrieval/live.py``) is read at its latest acknowledged state."""
+    from pretriever.retrieval.live import current_index, has_updates
+
+    if has_updates(path):
+        return current_index(path)
+    return load_plain_index(path)
+
+
+def load_plain_index(path: str | Path) -> Index:
+    """Load the index saved in ``path`` itself, ignoring any updates beside it."""
     manifest = read_manifest(path, kind="index.", verify=False)
     classes = index_classes()
     cls = classes.get(manifest["kind"])

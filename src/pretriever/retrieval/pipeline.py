@@ -6,6 +6,10 @@ fusion and rerank settings in the pipeline's manifest, and, with a rerank stage,
 ``reranker/`` and the document texts it reads in ``documents.jsonl``. So a multi-stage system is
 one artefact that can be loaded, searched and evaluated like any index, and its parts can still
 be used on their own.
+
+Documents are added and deleted in every member at once (and in the texts a cross-encoder reads):
+the pipeline's ``add``, ``delete`` and ``upsert`` are those of ``indexes/updates.py``, with each
+member's payload under its name.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pretriever.data.corpus import Corpus, read_corpus
 from pretriever.encoders.cross import rerank_scores
 from pretriever.errors import ConfigError, NotBuiltError, PretrieverError
 from pretriever.indexes.base import Index
+from pretriever.indexes.updates import Payload, Updatable, pack_json, unpack_json
 from pretriever.retrieval.fusion import Fusion, fuse, tune_weights
 from pretriever.retrieval.loading import load_index, load_reranker
 from pretriever.runs import ranked_items
@@ -30,7 +35,7 @@ DOCUMENTS = "documents.jsonl"
 LATE_INTERACTION = ("rescore", "search")
 
 
-class Pipeline:
+class Pipeline(Updatable):
     """Fuse the runs of named first-stage retrievers.
 
     ``depth`` is how many results each member returns before fusion (at least ``k``). With a
@@ -84,6 +89,88 @@ class Pipeline:
                 retriever.build(corpus)
         if self.reranker is not None and self._reads_texts:
             self.documents = corpus
+        return self
+
+    # -- updates: every member in step --------------------------------------------------------------
+    def _parts(self) -> dict[str, Any]:
+        """The members, and a late-interaction rerank stage (it stores the documents' vectors)."""
+        parts = dict(self.retrievers)
+        if self.reranker is not None and hasattr(self.reranker, "apply_add"):
+            parts["reranker"] = self.reranker
+        missing = [n for n, p in parts.items() if not hasattr(p, "apply_add")]
+        if missing:
+            raise ConfigError(f"pipeline member '{missing[0]}' ({type(parts[missing[0]]).__name__}) "
+                              "cannot add or delete documents")
+        return parts
+
+    def _check_built(self) -> None:
+        if not self.is_built:
+            raise NotBuiltError("this Pipeline has members that are not built: call build(corpus)")
+
+    def __len__(self) -> int:
+        return len(next(iter(self.retrievers.values())))
+
+    def __contains__(self, doc_id: object) -> bool:
+        return doc_id in next(iter(self.retrievers.values()))
+
+    def positions(self) -> dict[str, int]:
+        return next(iter(self.retrievers.values())).positions()
+
+    @property
+    def exact_updates(self) -> bool:  # type: ignore[override]
+        return all(p.exact_updates for p in self._parts().values())
+
+    def prepare_add(self, corpus: Corpus) -> Payload:
+        payload = {f"{name}/{key}": value for name, part in self._parts().items()
+                   for key, value in part.prepare_add(corpus).items()}
+        if self.documents is not None:
+            payload["documents"] = pack_json([[t, x] for t, x in zip(corpus.titles, corpus.texts)])
+        return payload
+
+    def apply_add(self, ids: list[str], payload: Payload) -> None:
+        for name, part in self._parts().items():
+            prefix = name + "/"
+            part.apply_add(ids, {k[len(prefix):]: v for k, v in payload.items() if k.startswith(prefix)})
+        if self.documents is not None and "documents" in payload:
+            docs = self.documents
+            fields = unpack_json(payload["documents"])
+            self.documents = Corpus(docs.ids + list(ids), docs.titles + [f[0] for f in fields],
+                                    docs.texts + [f[1] for f in fields])
+
+    def apply_delete(self, ids: list[str]) -> None:
+        for part in self._parts().values():
+            part.apply_delete(ids)
+        if self.documents is not None:
+            gone = set(ids)
+            docs = self.documents
+            keep = [i for i, d in enumerate(docs.ids) if d not in gone]
+            self.documents = Corpus([docs.ids[i] for i in keep], [docs.titles[i] for i in keep],
+                                    [docs.texts[i] for i in keep])
+
+    def copy_for_update(self) -> Pipeline | None:
+        """A pipeline over copies of its members (None if one must be updated in place)."""
+        import copy
+
+        clones = {name: part.copy_for_update() for name, part in self._parts().items()}
+        if any(c is None for c in clones.values()):
+            return None
+        clone = copy.copy(self)
+        clone.retrievers = {name: clones[name] for name in self.retrievers}
+        if "reranker" in clones:
+            clone.reranker = clones["reranker"]
+        return clone
+
+    def begin_batch(self) -> None:
+        for part in self._parts().values():
+            part.begin_batch()
+
+    def end_batch(self) -> None:
+        for part in self._parts().values():
+            part.end_batch()
+
+    def compact(self) -> Pipeline:
+        for part in self._parts().values():
+            part.compact()
         return self
 
     @property

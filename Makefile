@@ -17,7 +17,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q '$(TORCH)'
-	$(BIN)/pip install -q -e '.[faiss,openvino,train,serve,dev,bench]'
+	$(BIN)/pip install -q -e '.[faiss,openvino,train,serve,sparse,dev,bench]'
 	touch $@
 
 venv: $(BIN)/.installed

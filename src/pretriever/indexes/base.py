@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pretriever.data.corpus import Corpus
-from pretriever.errors import NotBuiltError
+from pretriever.errors import ConfigError, NotBuiltError
 from pretriever.types import Hit, Queries, Run
 
 
@@ -56,6 +56,13 @@ class DocumentTable:
     def _check_built(self) -> None:
         if not self.is_built:
             raise NotBuiltError(f"this {type(self).__name__} is not built: call build(corpus) or load(path)")
+
+    def _query_ids(self, queries: Queries, k: int) -> list[str]:
+        """The ids of ``queries``, after the checks every search makes (built, k >= 1)."""
+        self._check_built()
+        if k < 1:
+            raise ConfigError(f"k must be at least 1, got {k}")
+        return list(queries)
 
     @property
     def corpus_info(self) -> dict[str, Any]:

@@ -291,10 +291,7 @@ class DenseIndexBase(Updatable, DocumentTable):
 
     def search(self, queries: Queries, k: int = 100) -> Run:
         """Top-``k`` documents per query by inner product of normalised vectors."""
-        self._check_built()
-        if k < 1:
-            raise ConfigError(f"k must be at least 1, got {k}")
-        qids = list(queries)
+        qids = self._query_ids(queries, k)
         if not qids:
             return {}
         return self.search_vectors(qids, self.encode_queries(queries), k)

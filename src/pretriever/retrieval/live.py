@@ -252,6 +252,7 @@ class LiveIndex:
     def texts(self) -> Mapping[str, str]:
         """Document id -> contents (title and text joined, as indexes see them), as of this call:
         updates replace the table rather than change it."""
+        self.refresh()
         return _Contents(self._texts)
 
     def get(self, doc_id: str) -> Document:

@@ -21,9 +21,11 @@ def index_classes() -> dict[str, type]:
     from pretriever.indexes.dense import FlatIndex
     from pretriever.indexes.late_interaction import MaxSimIndex
     from pretriever.indexes.plaid import PlaidIndex
+    from pretriever.indexes.sparse import SeismicSparseIndex, SparseIndex
     from pretriever.retrieval.pipeline import Pipeline
 
-    return {cls.kind: cls for cls in (BM25Index, FlatIndex, FaissIndex, MaxSimIndex, PlaidIndex, Pipeline)}
+    return {cls.kind: cls for cls in (BM25Index, FlatIndex, FaissIndex, MaxSimIndex, PlaidIndex, SparseIndex,
+                                      SeismicSparseIndex, Pipeline)}
 
 
 def load_index(path: str | Path) -> Index:

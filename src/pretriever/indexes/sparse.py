@@ -290,6 +290,7 @@ class SeismicSparseIndex(SparseIndex):
         dead = self._excluded()
         extra = 0 if dead is None else int(dead[: self._seismic_rows].sum())
         string = _seismic().get_seismic_string()
+        delta = self._delta()
         run: Run = {}
         for row, qid in enumerate(qids):
             terms = vectors.indices[vectors.indptr[row] : vectors.indptr[row + 1]]
@@ -305,16 +306,25 @@ class SeismicSparseIndex(SparseIndex):
                     heap_factor=self.heap_factor,
                 )
                 found = {int(doc): float(score) for _, score, doc in hits}
-            if self._seismic_rows < len(self._doc_ids):  # the delta: documents added since the build
-                delta = np.arange(self._seismic_rows, len(self._doc_ids))
-                scores = self._matrix.tocsr()[delta] @ _dense_query(terms, weights, self._matrix.shape[1])
-                found.update({int(r): float(s) for r, s in zip(delta, scores)})
+            if delta is not None:  # documents added since Seismic was built, scored exactly
+                scores = delta @ _dense_query(terms, weights, self._matrix.shape[1])
+                first = self._seismic_rows
+                found.update({first + i: float(v) for i, v in enumerate(scores)})
             ranked = sorted(
                 ((r, s) for r, s in found.items() if s > 0 and (dead is None or not dead[r])),
                 key=lambda rs: (-rs[1], rs[0]),
             )[:k]
             run[qid] = {self._doc_ids[r]: s for r, s in ranked}
         return run
+
+    def _delta(self) -> Any:
+        """The rows added since Seismic was built, as CSR (cached until the next change)."""
+        if self._seismic_rows >= len(self._doc_ids):
+            return None
+        cached = getattr(self, "_delta_rows", None)
+        if cached is None or cached[0] is not self._matrix:  # every update makes a new matrix
+            self._delta_rows = (self._matrix, self._matrix.tocsr()[self._seismic_rows :])
+        return self._delta_rows[1]
 
     def _compact(self, keep: np.ndarray) -> None:
         super()._compact(keep)

@@ -177,9 +177,8 @@ class BM25Index(Updatable):
         self._retriever = retriever
         self._doc_terms = _term_counts(tokens.ids, len(retriever.vocab_dict))
         self._doc_terms_path = None
-        self._doc_ids = np.asarray(corpus.ids, dtype=object)
+        self._adopt_ids(corpus.ids)
         self._corpus_info = corpus.fingerprint()
-        self._changed()
         return self
 
     # -- updates ----------------------------------------------------------------------------

@@ -250,9 +250,7 @@ class DenseIndexBase(Updatable, DocumentTable):
 
     def _install(self, vectors: np.ndarray, corpus: Corpus, spec: dict[str, Any]) -> None:
         """Adopt ``vectors`` (one row per document of ``corpus``, made by ``spec``) and fit on them."""
-        self._doc_ids = np.asarray(corpus.ids, dtype=object)
-        self._deleted = None
-        self._changed()
+        self._adopt_ids(corpus.ids)
         self._corpus_info = corpus.fingerprint()
         self._spec = spec
         self._vectors = vectors

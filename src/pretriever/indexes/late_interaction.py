@@ -199,9 +199,7 @@ class LateInteractionIndex(Updatable, DocumentTable):
                 f"{len(offsets) - 1} documents' token vectors given for {len(corpus)} documents"
             )
         self._encoder = encoder
-        self._doc_ids = np.asarray(corpus.ids, dtype=object)
-        self._deleted = None
-        self._changed()
+        self._adopt_ids(corpus.ids)
         self._corpus_info = corpus.fingerprint()
         self._spec = encoder.spec()
         self._offsets = np.asarray(offsets, dtype=np.int64)

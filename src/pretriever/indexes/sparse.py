@@ -77,9 +77,7 @@ class SparseIndex(Updatable, DocumentTable):
 
     def _install(self, rows: Any, ids: list[str]) -> None:
         self._matrix = rows.astype(np.float32).tocsc()
-        self._doc_ids = np.asarray(ids, dtype=object)
-        self._deleted = None
-        self._changed()
+        self._adopt_ids(ids)
 
     # -- searching -------------------------------------------------------------------------------
     def search(self, queries: Queries, k: int = 100) -> Run:

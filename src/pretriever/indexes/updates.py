@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -98,7 +98,7 @@ class Updatable:
         self._live_positions = None
 
     # -- the three calls --------------------------------------------------------------------------
-    def check_update(self, add: list[str], delete: list[str] | tuple[str, ...] = ()) -> None:
+    def check_update(self, add: list[str], delete: Sequence[str] = ()) -> None:
         """Refuse ids twice in one batch, added ids already present (unless deleted in the same
         update, which is an upsert), and deleted ids not present."""
         self._check_built()  # type: ignore[attr-defined]
@@ -132,14 +132,7 @@ class Updatable:
         corpus = as_corpus(documents)
         replaced = [d for d in corpus.ids if d in self]
         self.check_update(corpus.ids, replaced)
-        payload = self.prepare_add(corpus)
-        self.begin_batch()  # the delete and the add are one change (BM25 rescores once)
-        try:
-            if replaced:
-                self.apply_delete(replaced)
-            self.apply_add(corpus.ids, payload)
-        finally:
-            self.end_batch()
+        self.apply_update(corpus.ids, self.prepare_add(corpus), replaced)
         return self
 
     def compact(self) -> Any:
@@ -169,6 +162,18 @@ class Updatable:
     def _compact(self, keep: np.ndarray) -> None:
         raise NotImplementedError
 
+    def apply_update(self, ids: list[str], payload: Payload, delete: Sequence[str] = ()) -> None:
+        """Delete ``delete``, then add ``ids`` with their payload, as one change (BM25 rescores
+        once): an upsert, or a log entry replayed."""
+        self.begin_batch()
+        try:
+            if delete:
+                self.apply_delete(list(delete))
+            if ids:
+                self.apply_add(ids, payload)
+        finally:
+            self.end_batch()
+
     def copy_for_update(self) -> Any:
         """A copy that an update can be applied to while this index goes on answering searches
         (its arrays shared, never written in place: every apply builds new ones), or None where an
@@ -182,6 +187,12 @@ class Updatable:
         """The updates since ``begin_batch`` are all applied: finish the deferred work."""
 
     # -- helpers for subclasses -----------------------------------------------------------------------
+    def _adopt_ids(self, ids: list[str]) -> None:
+        """Rows for a fresh build: ``ids`` in order, none deleted."""
+        self._doc_ids = np.asarray(ids, dtype=object)
+        self._deleted = None
+        self._changed()
+
     def _append_ids(self, ids: list[str]) -> None:
         old = len(self._doc_ids)
         self._doc_ids = np.concatenate([self._doc_ids, np.asarray(ids, dtype=object)])

@@ -493,14 +493,7 @@ def _write_entry(log: Path, seq: int, meta: dict[str, Any], payload: dict[str, n
 
 def _apply(index: Any, texts: dict[str, tuple[str, str]], meta: dict[str, Any],
            payload: dict[str, np.ndarray]) -> None:
-    index.begin_batch()  # an upsert's delete and add: one BM25 rescoring
-    try:
-        if meta["delete"]:
-            index.apply_delete(meta["delete"])
-        if meta["ids"]:
-            index.apply_add(meta["ids"], payload)
-    finally:
-        index.end_batch()
+    index.apply_update(meta["ids"], payload, meta["delete"])
     _apply_texts(texts, meta)
 
 

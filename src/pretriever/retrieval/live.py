@@ -170,6 +170,7 @@ class LiveIndex:
         self._compacting: threading.Thread | None = None
         self._broken: str | None = None  # set when an update failed after its commit
         self._corpus = corpus
+        self._follows = lock_handle is None  # a reader: catches up with the writer's log
         self._log_stamp = _stamp(path / LIVE / LOG)
 
     # -- opening ------------------------------------------------------------------------------------
@@ -183,16 +184,16 @@ class LiveIndex:
         if not path.is_dir():
             raise DataNotFoundError(f"{path}: no such index folder")
         handle = None if readonly else _take_lock(path)
+        corpus = corpus if texts else False
         try:
-            index, seq, snapshot_seq, found, complete = _load_state(path, corpus if texts else False)
+            index, seq, snapshot_seq, found, complete = _load_state(path, corpus)
             if handle is not None:
                 _remove_leftovers(path / LIVE, snapshot_seq)
         except BaseException:
             if handle is not None:
                 handle.close()
             raise
-        opened = cls(path, index, seq, snapshot_seq, found, complete, handle, compact_every,
-                     corpus if texts else False)
+        opened = cls(path, index, seq, snapshot_seq, found, complete, handle, compact_every, corpus)
         if handle is not None and seq - snapshot_seq >= compact_every:
             opened._compact_in_background()
         return opened
@@ -200,8 +201,10 @@ class LiveIndex:
     def refresh(self) -> None:
         """A reader's catch-up: apply the log entries the writing process committed since (reload
         from its newest snapshot if it compacted them away). Cheap when nothing changed: one stat."""
+        if not self._follows:  # the writer: its own updates are applied as they are made
+            return
         stamp = _stamp(self.path / LIVE / LOG)
-        if stamp == self._log_stamp or self._lock_handle is not None:
+        if stamp == self._log_stamp:
             return
         with self._writer:
             pending = [s for s, _ in _entries(self.path / LIVE / LOG) if s > self.seq]
@@ -223,12 +226,9 @@ class LiveIndex:
         """Top-``k`` per query; ``member``: one pipeline member's own run; ``rerank=False``: a
         pipeline's fused first stage without its rerank stage."""
         self.refresh()
+        self.check_member(member)
         with self._rw.read():
             if member is not None:
-                members = self.members()
-                if member not in members:
-                    raise ConfigError(f"unknown member '{member}'; this index has "
-                                      f"{', '.join(members) or 'no members (it is not a pipeline)'}")
                 return self.index.retrievers[member].search(queries, k=k)
             if not rerank and getattr(self.index, "reranker", None) is not None:
                 return self.index.first_stage(queries, k)
@@ -237,6 +237,17 @@ class LiveIndex:
     def members(self) -> list[str]:
         """A pipeline's member names ([] for a single index)."""
         return list(getattr(self.index, "retrievers", {}))
+
+    def check_member(self, member: str | None) -> None:
+        """Refuse a ``member`` this index does not have (None: the whole index)."""
+        if member is None:
+            return
+        members = self.members()
+        if not members:
+            raise ConfigError(f"member {member!r} given, but this index ({self.kind}) is a single index, "
+                              "not a pipeline; leave member out")
+        if member not in members:
+            raise ConfigError(f"unknown member {member!r}; this pipeline's members are: {', '.join(members)}")
 
     def __len__(self) -> int:
         return len(self.index)

@@ -362,7 +362,6 @@ class _Observe:
     def __init__(self, app: ASGIApp, *, service: Service) -> None:
         self.app = app
         self.metrics = service.metrics
-        self._routes: list[Any] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -88,7 +88,7 @@ class Service:
         for i, query in enumerate(queries):
             self._check_query(query, f"query {i}" if len(queries) > 1 else "the query")
         _check_int(k, "k", self.limits.max_k)
-        self._check_member(member)
+        self.live.check_member(member)  # before batching: the error is this request's alone
         key = (k, member, bool(rerank))
         if self._batcher is not None and len(queries) == 1:
             return [self._batcher.submit(key, queries[0])]
@@ -143,10 +143,10 @@ class Service:
         stats = self.live.stats()
         return {
             "status": "ok",
-            "kind": stats.get("kind", self.live.kind),
-            "documents": stats.get("documents", len(self.live)),
-            "seq": stats.get("seq", self.live.seq),
-            "pending_updates": stats.get("pending_updates", 0),
+            "kind": stats["kind"],
+            "documents": stats["documents"],
+            "seq": stats["seq"],
+            "pending_updates": stats["pending_updates"],
             "texts": bool(self.live.has_texts),
             "members": list(self.live.members()),
         }
@@ -214,16 +214,6 @@ class Service:
         if len(query) > self.limits.max_query_chars:
             raise ConfigError(f"{what} is {len(query)} characters long (at most "
                               f"{self.limits.max_query_chars}); shorten it")
-
-    def _check_member(self, member: str | None) -> None:
-        if member is None:
-            return
-        members = list(self.live.members())
-        if not members:
-            raise ConfigError(f"member {member!r} given, but this index ({self.live.kind}) is a single "
-                              "index, not a pipeline; leave member out")
-        if member not in members:
-            raise ConfigError(f"unknown member {member!r}; this pipeline's members are: {', '.join(members)}")
 
     @staticmethod
     def _check_id(doc_id: Any, what: str) -> None:

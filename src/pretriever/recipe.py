@@ -632,7 +632,6 @@ def _test_report(
     plain numbers and the evaluations (for the chart)."""
     from pretriever.evaluation.measures import evaluate
     from pretriever.evaluation.significance import compare
-    from pretriever.indexes.bm25 import BM25Index
     from pretriever.retrieval.fusion import fuse
     from pretriever.retrieval.pipeline import Pipeline
 
@@ -643,13 +642,11 @@ def _test_report(
         return {"error": str(exc)}, None
     queries = dataset.split_queries("test")
     members = pipeline.retrievers
-    plain = BM25Index(progress=False).build(dataset.corpus)
-    runs: dict[str, Run] = {"bm25": plain.search(queries, k=DEPTH)}
-    shelf = _load(work / "dense")
-    shelf.feedback = None  # off the shelf: the start model, no feedback
-    runs["dense (off the shelf)"] = dense_run = shelf.search(queries, k=DEPTH)
-    runs["hybrid (off the shelf)"] = fuse([runs["bm25"], dense_run], FUSION, k=DEPTH)
     zero = {"bm25": _load(work / "bm25"), "dense": _load(work / "dense")}
+    # off the shelf: the zero-label members searched without their feedback
+    runs: dict[str, Run] = {"bm25": _without_feedback(zero["bm25"], queries),
+                            "dense (off the shelf)": _without_feedback(zero["dense"], queries)}
+    runs["hybrid (off the shelf)"] = fuse([runs["bm25"], runs["dense (off the shelf)"]], FUSION, k=DEPTH)
     if zero["bm25"].feedback is not None:  # what each zero-label stage adds, in the order built
         runs["+ bm25 feedback"] = Pipeline(zero, FUSION).search(queries, k=DEPTH)
     if "colbert" in members:
@@ -675,6 +672,15 @@ def _test_report(
             for c in comparisons
         ],
     }, evaluations
+
+
+def _without_feedback(index: Any, queries: Queries) -> Run:
+    """``index``'s run with its pseudo-relevance feedback switched off for the search."""
+    feedback, index.feedback = index.feedback, None
+    try:
+        return index.search(queries, k=DEPTH)
+    finally:
+        index.feedback = feedback
 
 
 def _write_report(

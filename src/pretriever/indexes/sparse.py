@@ -94,9 +94,7 @@ class SparseIndex(Updatable, DocumentTable):
         vectors = vectors.tocsr()
         dead = self._excluded()
         run: Run = {}
-        for row, qid in enumerate(qids):
-            terms = vectors.indices[vectors.indptr[row] : vectors.indptr[row + 1]]
-            weights = vectors.data[vectors.indptr[row] : vectors.indptr[row + 1]]
+        for qid, (terms, weights) in zip(qids, _rows(vectors)):
             scores = np.asarray(self.scores(terms, weights))
             if dead is not None:
                 scores[dead] = 0.0
@@ -260,15 +258,10 @@ class SeismicSparseIndex(SparseIndex):
         dataset = seismic.SeismicDataset()
         dead = self._excluded()
         added = 0
-        for r in range(rows.shape[0]):
-            start, end = rows.indptr[r], rows.indptr[r + 1]
-            if end > start and (dead is None or not dead[r]):
+        for r, (terms, weights) in enumerate(_rows(rows)):
+            if len(terms) and (dead is None or not dead[r]):
                 added += 1
-                dataset.add_document(
-                    str(r),
-                    rows.indices[start:end].astype(str).astype(string),
-                    rows.data[start:end].astype(np.float32),
-                )
+                dataset.add_document(str(r), terms.astype(str).astype(string), weights.astype(np.float32))
         self._seismic = (
             seismic.SeismicIndex.build_from_dataset(
                 dataset,
@@ -290,9 +283,8 @@ class SeismicSparseIndex(SparseIndex):
         string = _seismic().get_seismic_string()
         delta = self._delta()
         run: Run = {}
-        for row, qid in enumerate(qids):
-            terms = vectors.indices[vectors.indptr[row] : vectors.indptr[row + 1]]
-            weights = vectors.data[vectors.indptr[row] : vectors.indptr[row + 1]].astype(np.float32)
+        for qid, (terms, weights) in zip(qids, _rows(vectors)):
+            weights = weights.astype(np.float32)
             found: dict[int, float] = {}
             if self._seismic is not None and len(terms):
                 hits = self._seismic.search(
@@ -350,7 +342,7 @@ class SeismicSparseIndex(SparseIndex):
         cls, path: str | Path, *, encoder: Any = None, mmap: bool = True, verify: bool = True
     ) -> SeismicSparseIndex:
         path = Path(path)
-        exact = SparseIndex.load.__func__(cls, path, encoder=encoder, mmap=mmap, verify=verify)
+        exact = super().load(path, encoder=encoder, mmap=mmap, verify=verify)
         params = read_manifest(path, verify=False)["params"]
         for key in ("n_postings", "centroid_fraction", "summary_energy", "query_cut", "heap_factor"):
             setattr(exact, key, params[key])
@@ -361,6 +353,13 @@ class SeismicSparseIndex(SparseIndex):
         else:
             exact._build_seismic()
         return exact
+
+
+def _rows(matrix: Any) -> Any:
+    """Each row of a CSR matrix as (term ids, weights)."""
+    for row in range(matrix.shape[0]):
+        span = slice(matrix.indptr[row], matrix.indptr[row + 1])
+        yield matrix.indices[span], matrix.data[span]
 
 
 def _is_model_folder(source: Any) -> bool:

@@ -31,10 +31,13 @@ _EXPORTS = {
     "FaissIndex": "pretriever.indexes.ann",
     "MaxSimIndex": "pretriever.indexes.late_interaction",
     "PlaidIndex": "pretriever.indexes.plaid",
+    "SparseIndex": "pretriever.indexes.sparse",
+    "SeismicSparseIndex": "pretriever.indexes.sparse",
     # encoders
     "DenseEncoder": "pretriever.encoders.dense",
     "Reranker": "pretriever.encoders.cross",
     "ColBERTEncoder": "pretriever.encoders.colbert",
+    "SparseEncoder": "pretriever.encoders.sparse",
     # training
     "TrainConfig": "pretriever.training.biencoder",
     "train": "pretriever.training.registry",
@@ -45,6 +48,9 @@ _EXPORTS = {
     "pretrain": "pretriever.training.pretrain.pretrainer",
     "ColBERTConfig": "pretriever.training.colbert",
     "train_colbert": "pretriever.training.colbert",
+    "SparseTrainConfig": "pretriever.training.sparse",
+    "SparsePretrainConfig": "pretriever.training.sparse",
+    "train_sparse": "pretriever.training.sparse",
     # retrieval
     "Fusion": "pretriever.retrieval.fusion",
     "fuse": "pretriever.retrieval.fusion",

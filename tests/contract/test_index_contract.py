@@ -23,7 +23,7 @@ from pretriever.indexes.ann import FaissIndex
 from pretriever.indexes.dense import FlatIndex
 from pretriever.indexes.late_interaction import MaxSimIndex
 from pretriever.indexes.plaid import PlaidIndex
-from pretriever.indexes.sparse import SparseIndex
+from pretriever.indexes.sparse import SeismicSparseIndex, SparseIndex
 from pretriever.retrieval import Fusion, Pipeline, load_index
 from pretriever.types import Document
 
@@ -57,6 +57,7 @@ FACTORIES: dict[str, Callable[..., Index]] = {
     "maxsim-exact": lambda enc: MaxSimIndex(colbert(), progress=False),
     "plaid": lambda enc: PlaidIndex(colbert(), centroids=16, progress=False),
     "sparse-inference-free": lambda enc: SparseIndex(sparse(), progress=False),
+    "sparse-seismic": lambda enc: SeismicSparseIndex(sparse(), progress=False),
     "pipeline-bm25-dense-maxsim": lambda enc: Pipeline({"bm25": BM25Index(progress=False),
                                                         "dense": FlatIndex(enc, progress=False),
                                                         "colbert": PlaidIndex(colbert(), progress=False)}),

@@ -14,7 +14,8 @@ EXPECTED = [
     "Reranker", "TrainConfig", "train", "RerankerConfig", "train_reranker", "soup",
     "PretrainConfig", "pretrain", "ColBERTEncoder", "MaxSimIndex", "PlaidIndex", "ColBERTConfig",
     "train_colbert", "build", "BuildConfig", "RM3", "Rocchio", "LiveIndex", "DuplicateDocumentError",
-    "UnknownDocumentError",
+    "UnknownDocumentError", "SparseEncoder", "SparseIndex", "SeismicSparseIndex", "SparseTrainConfig",
+    "SparsePretrainConfig", "train_sparse",
 ]
 
 

@@ -71,6 +71,9 @@ def test_an_inference_free_query_runs_no_model(monkeypatch: pytest.MonkeyPatch) 
     assert sorted(query.indices.tolist()) == sorted(set(ids))
     weights = encoder.model[0].sub_modules["query"][0].weight.detach().numpy()
     assert query.data.tolist() == pytest.approx(weights[query.indices].tolist())
+    texts = ["solar electricity", "bread bread without yeast", "", "zzzz unknownword"]
+    fast, through_st = encoder.encode_queries(texts), encoder._encode(texts, "query", False)
+    assert (fast != through_st).nnz == 0 and fast.shape == through_st.shape  # the lookup is the model's
 
 
 def test_a_saved_model_reloads_in_plain_sentence_transformers(tmp_path: Path) -> None:
@@ -117,13 +120,14 @@ def test_seismic_updates_round_trip(tmp_path: Path) -> None:
     qids = [f"q{i}" for i in range(5)]
     run = index.search_vectors(qids, queries, 5)
     assert next(iter(run["q0"])) == "n1" and all("d1" not in hits for hits in run.values())
-    index.save(tmp_path / "seismic")  # compacts: Seismic rebuilt over every live document
-    compacted = index.search_vectors(qids, queries, 5)
-    assert next(iter(compacted["q0"])) == "n1" and all("d1" not in hits for hits in compacted.values())
+    index.save(tmp_path / "seismic")  # saved as it searches: Seismic, the exact delta, the tombstone
     again = load_index(tmp_path / "seismic")
     assert type(again) is SeismicSparseIndex and len(again) == 200
-    assert {q: list(h) for q, h in again.search_vectors(qids, queries, 5).items()} == \
-        {q: list(h) for q, h in compacted.items()}
+    assert again.stats()["seismic_documents"] == 200 and again.search_vectors(qids, queries, 5) == run
+    again.compact()  # Seismic rebuilt over every live document
+    compacted = again.search_vectors(qids, queries, 5)
+    assert again.stats()["seismic_documents"] == 200 == len(again)
+    assert next(iter(compacted["q0"])) == "n1" and all("d1" not in hits for hits in compacted.values())
 
 
 def test_bad_kinds_and_missing_idf_are_refused() -> None:

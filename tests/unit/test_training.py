@@ -466,7 +466,8 @@ def test_every_registered_trainer_runs_from_its_command_and_takes_its_own_config
     from pretriever.training.reranker import RerankerConfig
     from pretriever.training.trainer import fit
 
-    assert set(TRAINERS) == {"biencoder", "adore", "reranker", "pretrain", "colbert"}
+    assert set(TRAINERS) == {"biencoder", "adore", "reranker", "pretrain", "colbert", "sparse",
+                             "sparse-pretrain"}
     for trainer in TRAINERS.values():
         args = build_parser().parse_args([*trainer.command, "--dataset", "x", "--out", str(tmp_path / "m")])
         assert callable(args.handler), trainer.name

@@ -69,17 +69,18 @@ def register(commands: argparse._SubParsersAction) -> None:
         "sparse",
         help="learned sparse (SPLADE or inference-free) over an inverted index, exact or Seismic",
         description="Encode every document into a sparse vector over the model's vocabulary and index "
-        "the postings. --kind inference-free (default) weights query tokens by their IDF on this corpus "
-        "(no model at query time); splade expands queries with the model too. The bundled MiniLM has "
-        "no trained MLM head (its start is the identity transform tied to the word embeddings): give a "
-        "trained sparse model (pretriever train --kind sparse, or a published one) for real use.",
+        "the postings. --sparse-kind inference-free (default) weights query tokens by their IDF on "
+        "this corpus (no model at query time); splade expands queries with the model too. The "
+        "bundled MiniLM has no trained MLM head (its start is the identity transform tied to the "
+        "word embeddings): give a trained sparse model (pretriever train --kind sparse, or a "
+        "published one) for real use.",
         epilog="example: pretriever index sparse --dataset scifact --model models/sf-sparse "
         "--out indexes/scifact-sparse --seismic",
     )
     add_dataset_args(sparse)
     add_model_arg(sparse, "sparse model folder or hub id, or an MLM model (default: the bundled MiniLM)")
     add_output_args(sparse, "index folder to create")
-    sparse.add_argument("--kind", default="inference-free", choices=["inference-free", "splade"],
+    sparse.add_argument("--sparse-kind", default="inference-free", choices=["inference-free", "splade"],
                         help="how queries are encoded when --model is not a sparse model already "
                         "(default inference-free)")
     sparse.add_argument("--seismic", action="store_true",
@@ -231,8 +232,8 @@ def run_sparse(args: argparse.Namespace) -> int:
     dataset = dataset_from(args)
     start = time.perf_counter()
     corpus = dataset.corpus
-    idf = corpus.contents() if args.kind == "inference-free" else None
-    encoder = SparseEncoder(args.model, kind=args.kind, idf=idf, batch_size=args.batch_size)
+    idf = corpus.contents() if args.sparse_kind == "inference-free" else None
+    encoder = SparseEncoder(args.model, kind=args.sparse_kind, idf=idf, batch_size=args.batch_size)
     cls = SeismicSparseIndex if args.seismic else SparseIndex
     index = cls(encoder, progress=show_progress(args)).build(corpus)
     path = index.save(args.out, overwrite=args.overwrite)

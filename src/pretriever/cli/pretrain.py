@@ -38,10 +38,16 @@ A task's own options are set with --set TASK.KEY=VALUE or a [TASK] table in --co
   cropping.momentum (0.999)  prop.mu (100)  prop.mean_length (3)  prop.mlm_weight (1)
   prop.mask_rate (0.15)  retromae.encoder_rate (0.3)  retromae.decoder_rate (0.5)
 
-The result is a plain sentence-transformers folder: give it to `pretriever train --model`, to
-`pretriever evaluate --model` or to any index. Checkpoints go to OUT.work: rerun the same
-command after a kill to resume. Evaluate the result against the model you started from before
-adopting it: on some corpora pre-training does not help."""
+--kind sparse trains a learned sparse encoder instead (inference-free by default, --set
+sparse_kind=splade for both sides): heterogeneous ensemble distillation of the same dense + BM25
+teacher on pseudo-queries (lexical.* options; lexical.negatives defaults to 1 there), plus an
+IDF-aware FLOPS regulariser (flops.document, flops.query, flops.warmup_ratio, flops.idf_aware;
+see `pretriever train --help`).
+
+The result is a plain sentence-transformers folder (a sparse one with --kind sparse): give it to
+`pretriever train --model`, to `pretriever evaluate --model` or to any index. Checkpoints go
+to OUT.work: rerun the same command after a kill to resume. Evaluate the result against the
+model you started from before adopting it: on some corpora pre-training does not help."""
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -54,15 +60,20 @@ def register(commands: argparse._SubParsersAction) -> None:
         "  pretriever pretrain --dataset my-corpus/ --set lexical.weight=2 --out models/mine-pre\n"
         "  pretriever pretrain --dataset scifact --tasks ict,cropping --set cropping.queue=4096 "
         "--out models/sf-ict-crop\n"
-        "  pretriever train --dataset scifact --model models/sf-pre --out models/sf-pre-ft",
+        "  pretriever train --dataset scifact --model models/sf-pre --out models/sf-pre-ft\n"
+        "  pretriever pretrain --kind sparse --dataset scifact --out models/sf-sparse-pre\n"
+        "  pretriever index sparse --dataset scifact --model models/sf-sparse-pre --out indexes/sf-sparse",
     )
     add_dataset_args(parser, required=False, only_corpus=True)
     add_output_args(parser, "model folder to create", required=False)
     add_model_arg(parser, "model to start from: a sentence-transformers folder or 'minilm' (default)",
                   default=None, trained_from=True)
+    parser.add_argument("--kind", choices=["dense", "sparse"], default="dense",
+                        help="dense (default): a bi-encoder; sparse: a learned sparse encoder distilled from "
+                        "the lexical task's teacher (see above)")
     parser.add_argument("--tasks", help="comma-separated task names (default lexical)")
     parser.add_argument("--epochs", type=int, help="passes over the examples (default 1)")
-    parser.add_argument("--lr", type=float, help="peak learning rate (default 2e-5)")
+    parser.add_argument("--lr", type=float, help="peak learning rate (default 2e-5; 5e-5 with --kind sparse)")
     parser.add_argument("--batch-size", type=int, help="examples per step (default 32)")
     parser.add_argument("--max-length", type=int, help="document tokens (default 128)")
     parser.add_argument("--max-examples", type=int, help="examples per task and epoch (default 2048)")
@@ -82,6 +93,9 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pretriever.training.config import build_config
+
+    if args.kind == "sparse":
+        return run_sparse(args)
     from pretriever.training.pretrain.pretrainer import PretrainConfig, examples_summary, pretrain
 
     config = build_config(
@@ -97,4 +111,28 @@ def run(args: argparse.Namespace) -> int:
           "examples/epoch, "
           f"{loop.steps} steps, {loop.examples_per_second:.1f} examples/s, final loss "
           f"{loop.losses[-1]:.4f}) -> {report.folder}")
+    return 0
+
+
+def run_sparse(args: argparse.Namespace) -> int:
+    from pretriever.errors import ConfigError
+    from pretriever.training.config import build_config
+    from pretriever.training.sparse import SparsePretrainConfig, train_sparse
+
+    refused = [flag for flag, value in (("--tasks", args.tasks), ("--idf-pooling", args.idf_pooling),
+                                        ("--grad-cache", args.grad_cache)) if value is not None]
+    if refused:
+        raise ConfigError(f"{', '.join(refused)} apply to dense pre-training; --kind sparse runs the "
+                          "lexical teacher's distillation (set its options with --set lexical.KEY=VALUE)")
+    config = build_config(
+        SparsePretrainConfig, args.config, sets=args.sets, dataset=args.dataset, out=args.out,
+        base=args.model, batch_size=args.batch_size, max_length=args.max_length,
+        max_examples=args.max_examples, precision=args.precision, lenient=args.lenient,
+        **{"loop.epochs": args.epochs, "loop.lr": args.lr, "loop.seed": args.seed},
+    )
+    report = train_sparse(config, progress=show_progress(args), overwrite=args.overwrite, log=info)
+    loop = report.loop
+    print(f"pre-trained a sparse encoder on {report.counts['documents']:,} documents "
+          f"({report.counts['examples_per_epoch']:,} examples/epoch, {loop.steps} steps, "
+          f"{loop.examples_per_second:.1f} examples/s, final loss {loop.losses[-1]:.4f}) -> {report.folder}")
     return 0

@@ -35,7 +35,18 @@ best weights are kept (the starting ones, said so, if training never beats them)
 go to OUT.work: rerun the same command after a kill to resume. Every setting can be given with
 --set or in a --config file (TOML/YAML/JSON), e.g. lora.r=16, curriculum=true,
 reweight_high=0.1, adore_every=10, tasb_clusters=20, temperature=0.05. The result is a plain
-sentence-transformers folder."""
+sentence-transformers folder.
+
+--kind sparse trains a learned sparse encoder (a weight per vocabulary term, searched from an
+inverted index): inference-free by default (documents expanded by the model, queries only
+tokenised and weighted by their IDF on the corpus), --set sparse_kind=splade for both sides.
+Examples as for star sampling (one hard negative from the hybrid's top 100, two epochs at lr
+5e-5, documents cut at 128 tokens for training, the saved model encodes 256), InfoNCE over sparse
+dot products (or margin-mse / both with --teacher), plus the FLOPS regulariser on documents (and
+queries for splade): --set flops.document=0.003 flops.query=0.003 flops.warmup_ratio=0.3;
+flops.idf_aware=true scales each term's penalty by mean(IDF) / its IDF (off by default: plain
+FLOPS scored higher on SciFact, RESULTS.md); the new MLM head learns at head_lr_scale (100) x lr.
+Index the result with `pretriever index sparse --model OUT`."""
 
 COLBERT_DESCRIPTION = """\
 Fine-tune a late-interaction (ColBERT) model on the qrels of --split (default train): one vector
@@ -75,16 +86,21 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--out models/sf-star\n"
         "  pretriever train --dataset scifact --loss both --teacher models/sf-reranker --sampling star "
         "--out models/sf-distilled\n"
-        "  pretriever train --dataset nfcorpus --set lora.r=16 --lr 2e-4 --out models/nf-lora",
+        "  pretriever train --dataset nfcorpus --set lora.r=16 --lr 2e-4 --out models/nf-lora\n"
+        "  pretriever train --kind sparse --dataset scifact --out models/sf-sparse\n"
+        "  pretriever index sparse --dataset scifact --model models/sf-sparse --out indexes/sf-sparse",
     )
     _shared(bi, negatives=1, examples="lora.r=16, curriculum=true, adore_every=5, temperature=0.02")
+    bi.add_argument("--kind", choices=["dense", "sparse"], default="dense",
+                    help="dense (default): a bi-encoder; sparse: a learned sparse encoder (see above)")
     bi.add_argument("--sampling", choices=["tasb", "star", "adore"], help="default tasb (see above)")
     bi.add_argument("--teacher", metavar="DIR|FILE", help="reranker folder or run file of teacher scores")
     bi.add_argument("--loss", choices=["infonce", "margin-mse", "both"], help="default infonce")
     bi.add_argument("--batch-size", type=int, help="examples per step (default 32)")
     bi.add_argument("--max-length", type=int,
-                    help="document tokens per training example (default 256); 128 trains about 3-4x "
-                    "faster. The saved model keeps the base's own max length for search")
+                    help="document tokens per training example (default 256; 128 with --kind sparse); "
+                    "128 trains about 3-4x faster. The saved model keeps the base's own max length for "
+                    "search")
     bi.add_argument("--grad-cache", type=int, metavar="CHUNK",
                     help="GradCache: embed the batch CHUNK texts at a time, so memory stays that of a "
                     "chunk whatever --batch-size (same gradient; about 1.3x the compute; default 0: off)")
@@ -139,9 +155,11 @@ def _shared(parser: argparse.ArgumentParser, negatives: int, examples: str) -> N
     parser.add_argument("--negatives", type=int, help=f"hard negatives per example (default {negatives})")
     parser.add_argument("--random-negatives", type=int, help="random negatives per example (default 0)")
     parser.add_argument("--epochs", type=int,
-                        help="training epochs (default 3 for train, 1 for train-reranker)")
+                        help="training epochs (default 3 for train, 2 for train --kind sparse, 1 for "
+                        "train-reranker)")
     parser.add_argument("--lr", type=float,
-                        help="peak learning rate (default 2e-5 for train, 3e-5 for train-reranker)")
+                        help="peak learning rate (default 2e-5 for train, 5e-5 for train --kind sparse, "
+                        "3e-5 for train-reranker)")
     parser.add_argument("--max-examples", type=int, help="use at most this many examples per epoch")
     parser.add_argument("--seed", type=int, help="seed of sampling and initialisation (default 42)")
     add_training_precision(parser)
@@ -163,12 +181,36 @@ def run_train(args: argparse.Namespace) -> int:
     from pretriever.training.config import build_config
     from pretriever.training.registry import train
 
+    if args.kind == "sparse":
+        return run_sparse(args)
+
     config = build_config(TrainConfig, args.config, sets=args.sets, loss=args.loss, teacher=args.teacher,
                           sampling=args.sampling, grad_cache=args.grad_cache, **_common_settings(args))
     report = train(config, progress=show_progress(args), overwrite=args.overwrite, log=info)
     counts = report.counts
     print(f"trained bi-encoder on {counts['train_queries']:,} queries ({counts['examples_per_epoch']:,} "
           f"examples/epoch, {report.loop.steps} steps, {report.loop.examples_per_second:.1f} examples/s)"
+          f"{_dev_summary(report.loop)} -> {report.folder}")
+    return 0
+
+
+def run_sparse(args: argparse.Namespace) -> int:
+    from pretriever.errors import ConfigError
+    from pretriever.training.config import build_config
+    from pretriever.training.sparse import SparseTrainConfig, train_sparse
+
+    refused = [flag for flag, value in (("--sampling", args.sampling), ("--grad-cache", args.grad_cache))
+               if value not in (None, "star")]
+    if refused:
+        raise ConfigError(f"{', '.join(refused)} apply to dense training; --kind sparse draws STAR examples "
+                          "(--sampling star, a query once per batch) and embeds each batch at once")
+    config = build_config(SparseTrainConfig, args.config, sets=args.sets, loss=args.loss,
+                          teacher=args.teacher, **_common_settings(args))
+    report = train_sparse(config, progress=show_progress(args), overwrite=args.overwrite, log=info)
+    counts = report.counts
+    print(f"trained a sparse encoder on {counts['train_queries']:,} queries "
+          f"({counts['examples_per_epoch']:,} examples/epoch, {report.loop.steps} steps, "
+          f"{report.loop.examples_per_second:.1f} examples/s)"
           f"{_dev_summary(report.loop)} -> {report.folder}")
     return 0
 

@@ -18,8 +18,9 @@ embedding, above a threshold. Untrained, that start expands a text into its own 
 neighbours ("solar" -> solar, sun, sunlight, panels, daylight) but keeps thousands of terms per
 document and ranks below BM25. Measured inference-free (benchmarks/sparse.py): SciFact nDCG@10
 0.6277 with 3,393 terms per document, NFCorpus 0.2658 with 3,556 (BM25 0.6863 / 0.3210); -3 keeps
-12,000 terms and scores 0.6070 / 0.2598; -5 drops the documents' own words and scores ~0.01. It
-must be trained, with a FLOPS regulariser, before it is useful.
+12,000 terms and scores 0.6070 / 0.2598; -5 drops the documents' own words and scores ~0.01.
+Training (``training/sparse.py``: FLOPS-regularised, the new head at a higher learning rate) cuts
+that to a few hundred terms per document (measured in benchmarks/RESULTS.md, "Learned sparse").
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def idf_weights(tokenizer: Any, texts: Sequence[str], batch: int = 1024) -> np.n
             add_special_tokens=False,
             truncation=False,
             return_attention_mask=False,
+            verbose=False,  # no "longer than the maximum length" warning: this only counts terms
         )["input_ids"]
         for ids in encoded:
             df[np.unique(np.asarray(ids, dtype=np.int64))] += 1
@@ -103,11 +105,14 @@ class SparseEncoder:
         self.batch_size = batch_size
         self.max_length = max_length
         self.sparse_kind = kind
+        self.new_head = False  # whether the MLM head was initialised here (the bundled MiniLM)
         if isinstance(model, (str, Path)):
             self.model = self._load(str(model), kind, idf)
         else:
             self.model = model
         self.sparse_kind = _kind_of(self.model)
+        self.max_length = int(getattr(self.model, "max_seq_length", None) or max_length)
+        self._query_weights: np.ndarray | None = None  # an inference-free query side's IDF, for lookups
 
     def _load(self, name: str, kind: str, idf: np.ndarray | Sequence[str] | None) -> Any:
         from sentence_transformers import SparseEncoder as STSparseEncoder
@@ -125,9 +130,20 @@ class SparseEncoder:
             SpladePooling,
         )
 
-        mlm = MLMTransformer(resolved, max_seq_length=self.max_length)
-        if name.lower() in (BUNDLED, "all-minilm-l6-v2"):
+        bundled = name.lower() in (BUNDLED, "all-minilm-l6-v2")
+        if bundled:  # transformers reports the head it lacks at length: said in the docstring instead
+            from transformers.utils import logging as hf_logging
+
+            level = hf_logging.get_verbosity()
+            hf_logging.set_verbosity_error()
+        try:
+            mlm = MLMTransformer(resolved, max_seq_length=self.max_length)
+        finally:
+            if bundled:
+                hf_logging.set_verbosity(level)
+        if bundled:
             _identity_head(mlm)
+            self.new_head = True
         pooling = SpladePooling(pooling_strategy="max", activation_function="relu")
         if kind == "splade":
             return STSparseEncoder(modules=[mlm, pooling], device="cpu", similarity_fn_name="dot")
@@ -148,7 +164,42 @@ class SparseEncoder:
 
     # -- encoding --------------------------------------------------------------------------------
     def encode_queries(self, texts: Sequence[str], *, progress: bool = False) -> Any:
+        """Queries as CSR rows. An inference-free query is its tokens' IDF weights, looked up here
+        without torch (the same values as the model's static query module, a tenth of the time:
+        this is the query latency of a search)."""
+        if self.sparse_kind == "inference-free" and self._lookup_applies():
+            return self._static_queries(texts)
         return self._encode(texts, "query", progress)
+
+    def _lookup_applies(self) -> bool:
+        """The lookup is the model's query side unless the model prepends a query prompt or caps
+        the active terms (then sentence-transformers computes it)."""
+        prompted = bool((self.model.prompts or {}).get("query"))
+        return not prompted and not getattr(self.model, "max_active_dims", None)
+
+    def query_weights(self) -> np.ndarray:
+        """An inference-free model's query-side weight of every vocabulary term (its corpus IDF)."""
+        if self._query_weights is None:
+            weight = self.model[0].sub_modules["query"][0].weight
+            self._query_weights = weight.detach().cpu().float().numpy()
+        return self._query_weights
+
+    def _static_queries(self, texts: Sequence[str]) -> Any:
+        import scipy.sparse
+
+        weights = self.query_weights()
+        tokenizer = self.model[0].sub_modules["query"][0].tokenizer
+        ids = [] if not len(texts) else tokenizer(
+            list(texts), add_special_tokens=False, truncation=True)["input_ids"]
+        indptr, indices = [0], []
+        for row in ids:
+            terms = np.unique(np.asarray(row, dtype=np.int64))
+            terms = terms[weights[terms] != 0]
+            indices.append(terms)
+            indptr.append(indptr[-1] + len(terms))
+        columns = np.concatenate(indices) if indices else np.zeros(0, dtype=np.int64)
+        return scipy.sparse.csr_matrix((weights[columns], columns, np.asarray(indptr)),
+                                       shape=(len(texts), self.dimensions))
 
     def encode_documents(self, texts: Sequence[str], *, progress: bool = False) -> Any:
         return self._encode(texts, "document", progress)
@@ -198,21 +249,25 @@ class SparseEncoder:
             "similarity": "dot",
         }
 
-    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+    def save(self, path: str | Path, *, overwrite: bool = False, provenance: dict[str, Any] | None = None,
+             files: dict[str, str] | None = None) -> Path:
         """A plain sentence-transformers sparse model folder (loads in ``SparseEncoder(path)``),
-        written atomically with pretriever's manifest beside it."""
+        written atomically with pretriever's manifest beside it (``provenance``: how it was trained;
+        ``files``: text files added to the folder, name -> content)."""
         from pretriever._io import atomic_dir
         from pretriever._manifest import write_manifest
 
         path = Path(path)
         with atomic_dir(path, overwrite=overwrite) as tmp:
             self.model.save(str(tmp))
+            for name, content in (files or {}).items():
+                (tmp / name).write_text(content, encoding="utf-8")
             write_manifest(
                 tmp,
                 kind="model.sparse",
                 format_version=1,
                 params={"sparse_kind": self.sparse_kind, "max_length": self.max_length},
-                provenance={"source": str(self.source)},
+                provenance={"source": str(self.source), **(provenance or {})},
                 libraries=("torch", "transformers", "sentence-transformers"),
             )
         return path

@@ -212,7 +212,8 @@ class SeismicSparseIndex(SparseIndex):
 
     The exact matrix is kept beside it: documents added after the build are scored exactly (a
     small delta segment merged with Seismic's results), deleted ones are filtered out, and
-    ``compact()`` rebuilds the Seismic index over every live document.
+    ``compact()`` rebuilds the Seismic index over every live document. A saved index searches as
+    the one saved (Seismic quantises its values: folding the delta in would move its scores).
     """
 
     kind: ClassVar[str] = "index.sparse.seismic"
@@ -237,6 +238,7 @@ class SeismicSparseIndex(SparseIndex):
         self.heap_factor = heap_factor
         self._seismic: Any = None
         self._seismic_rows = 0  # rows covered by the Seismic index; later ones are the delta
+        self._names: np.ndarray | None = None  # term ids as Seismic's strings (_term_names)
 
     def params(self) -> dict[str, Any]:
         return {
@@ -254,14 +256,14 @@ class SeismicSparseIndex(SparseIndex):
     def _build_seismic(self) -> None:
         seismic = _seismic()
         rows = self._matrix.tocsr()
-        string = seismic.get_seismic_string()
+        names = self._term_names()
         dataset = seismic.SeismicDataset()
         dead = self._excluded()
         added = 0
         for r, (terms, weights) in enumerate(_rows(rows)):
             if len(terms) and (dead is None or not dead[r]):
                 added += 1
-                dataset.add_document(str(r), terms.astype(str).astype(string), weights.astype(np.float32))
+                dataset.add_document(str(r), names[terms], weights.astype(np.float32))
         self._seismic = (
             seismic.SeismicIndex.build_from_dataset(
                 dataset,
@@ -280,7 +282,7 @@ class SeismicSparseIndex(SparseIndex):
         vectors = vectors.tocsr()
         dead = self._excluded()
         extra = 0 if dead is None else int(dead[: self._seismic_rows].sum())
-        string = _seismic().get_seismic_string()
+        names = self._term_names()
         delta = self._delta()
         run: Run = {}
         for qid, (terms, weights) in zip(qids, _rows(vectors)):
@@ -288,11 +290,7 @@ class SeismicSparseIndex(SparseIndex):
             found: dict[int, float] = {}
             if self._seismic is not None and len(terms):
                 hits = self._seismic.search(
-                    qid,
-                    terms.astype(str).astype(string),
-                    weights,
-                    k=k + extra,
-                    query_cut=self.query_cut,
+                    qid, names[terms], weights, k=k + extra, query_cut=self.query_cut,
                     heap_factor=self.heap_factor,
                 )
                 found = {int(doc): float(score) for _, score, doc in hits}
@@ -306,6 +304,14 @@ class SeismicSparseIndex(SparseIndex):
             )[:k]
             run[qid] = {self._doc_ids[r]: s for r, s in ranked}
         return run
+
+    def _term_names(self) -> np.ndarray:
+        """Every term id as the string Seismic names components by (converted once, not per query)."""
+        names = self._names
+        if names is None or len(names) < self._matrix.shape[1]:
+            string = _seismic().get_seismic_string()
+            names = self._names = np.arange(self._matrix.shape[1]).astype(str).astype(string)
+        return names
 
     def _delta(self) -> Any:
         """The rows added since Seismic was built, as CSR (cached until the next change)."""
@@ -330,8 +336,13 @@ class SeismicSparseIndex(SparseIndex):
             self._build_seismic()
         return self
 
+    def stats(self) -> dict[str, float]:
+        """``SparseIndex.stats`` plus the documents Seismic covers (the rest: the exact delta)."""
+        return {**super().stats(), "seismic_documents": self._seismic_rows}
+
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
-        self.compact()  # a saved Seismic index covers every document
+        """Save the index as it searches: Seismic, plus the documents added since as the exact
+        delta, and the tombstones (``compact()`` first folds them into a new Seismic index)."""
         path = super().save(path, overwrite=overwrite)
         if self._seismic is not None:  # the Seismic file is rebuilt on load: it is not checksummed
             self._seismic.save(str(path / "seismic"))
@@ -343,14 +354,16 @@ class SeismicSparseIndex(SparseIndex):
     ) -> SeismicSparseIndex:
         path = Path(path)
         exact = super().load(path, encoder=encoder, mmap=mmap, verify=verify)
-        params = read_manifest(path, verify=False)["params"]
+        manifest = read_manifest(path, verify=False)
+        params = manifest["params"]
         for key in ("n_postings", "centroid_fraction", "summary_energy", "query_cut", "heap_factor"):
             setattr(exact, key, params[key])
         stored = path / "seismic.index.seismic"
-        if stored.is_file():
+        covered = manifest["provenance"].get("seismic_documents")
+        if stored.is_file() and covered:
             exact._seismic = _seismic().SeismicIndex.load(str(stored))
-            exact._seismic_rows = len(exact._doc_ids)
-        else:
+            exact._seismic_rows = int(covered)
+        else:  # written by an older pretriever, or killed before Seismic's own file was written
             exact._build_seismic()
         return exact
 

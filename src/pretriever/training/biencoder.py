@@ -30,7 +30,7 @@ from pretriever.training.grad_cache import embedded_loss
 from pretriever.training.loop import LoopConfig, LoopResult, autocast, autocast_dtype
 from pretriever.training.lora import LoraConfig
 from pretriever.training.negatives.static import Example, NegativeConfig, build_examples
-from pretriever.training.splits import LabelledConfig, train_and_dev
+from pretriever.training.splits import LabelledConfig, dev_reranking, train_and_dev
 from pretriever.training.trainer import Job, Plan, Trainer
 from pretriever.types import Run
 
@@ -167,7 +167,6 @@ def setup(job: Job) -> Plan:
     import torch
 
     from pretriever.encoders.dense import DenseEncoder
-    from pretriever.evaluation.measures import evaluate
     from pretriever.retrieval.spec import retrieve
     from pretriever.training import distributed
 
@@ -274,29 +273,14 @@ def setup(job: Job) -> Plan:
                              lambda reps: batch_loss(batch, *reps, everyone), config.grad_cache, device)
 
     dtype = autocast_dtype(config.precision, device)
-    evaluate_fn = None
-    if dev_qrels and world.main:
-        from pretriever.runs import ranked
 
-        dev_queries = {q: queries[q] for q in dev_qrels}
-        candidates = {q: [h.doc_id for h in ranked(first_stage.get(q, {}), config.dev_depth)]
-                      for q in dev_queries}
-        doc_ids = sorted({d for docs in candidates.values() for d in docs})
+    def dev_embed(batch_texts: list[str], side: str) -> Any:
+        with autocast(device, dtype):
+            return embed([prompts[side] + t for t in batch_texts],
+                         config.query_max_length if side == "query" else config.max_length)
 
-        def evaluate_fn() -> float:
-            if not doc_ids:  # the first stage found nothing for any dev query
-                return 0.0
-            with torch.inference_mode(), autocast(device, dtype):
-                dev_texts = [prompts["query"] + t for t in dev_queries.values()]
-                qv = torch.cat([embed(dev_texts[i : i + 64], config.query_max_length)
-                                for i in range(0, len(dev_texts), 64)])
-                dv = torch.cat([embed([prompts["document"] + texts[d] for d in doc_ids[i : i + 32]],
-                                      config.max_length) for i in range(0, len(doc_ids), 32)])
-            row = {d: i for i, d in enumerate(doc_ids)}
-            sims = (qv.float() @ dv.float().T).cpu().numpy()
-            scored = {q: {d: float(sims[i, row[d]]) for d in candidates[q]}
-                      for i, q in enumerate(dev_queries)}
-            return evaluate(dev_qrels, scored, ["nDCG@10"]).metrics["nDCG@10"]
+    evaluate_fn = dev_reranking(dev_qrels, queries, first_stage, config.dev_depth, texts,
+                                dev_embed) if world.main else None
 
     def finalize(result: LoopResult) -> dict[str, Any]:
         if config.lora.enabled:

@@ -23,12 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from pretriever.errors import ConfigError
-from pretriever.training.biencoder import _teacher_scores, batch_docs, judged_relevant, teacher_scored
+from pretriever.training.biencoder import batch_docs, judged_relevant
 from pretriever.training.loop import LoopConfig, autocast, autocast_dtype
 from pretriever.training.negatives.static import Example, NegativeConfig, build_examples
-from pretriever.training.splits import LabelledConfig, train_and_dev
+from pretriever.training.splits import LabelledConfig, labelled_data
 from pretriever.training.trainer import Job, Plan, Trainer, TrainingReport, fit
-from pretriever.types import Run
 
 LOSSES = ("infonce", "kl", "both")
 SAMPLINGS = ("tasb", "star")
@@ -100,39 +99,14 @@ def setup(job: Job) -> Plan:
 
     from pretriever.encoders.colbert import ColBERTEncoder
     from pretriever.evaluation.measures import evaluate
-    from pretriever.retrieval.spec import retrieve
     from pretriever.runs import ranked
 
     config: ColBERTConfig = job.config
     dataset = job.dataset
-    train_qrels, dev_qrels = train_and_dev(dataset, config)
     queries = dataset.queries
-    wanted = {q: queries[q] for q in [*train_qrels, *dev_qrels]}
-    run, _, _ = retrieve(
-        dataset,
-        config.first_stage,
-        queries=wanted,
-        k=max(config.negatives.depth, config.dev_depth),
-        model=config.first_stage_model,
-        progress=job.progress,
-        work_dir=job.work / "first-stage",
-    )
-    texts = dataset.corpus.text_map()
-    first_stage = run
-    teacher: Run = {}
-    skipped = 0
-    if config.loss != "infonce":
-        teacher = _teacher_scores(
-            str(config.teacher),
-            run,
-            train_qrels,
-            queries,
-            texts,
-            config.negatives.depth,
-            job.work,
-            job.progress,
-        )
-        run, train_qrels, skipped = teacher_scored(run, train_qrels, teacher)
+    data = labelled_data(job, config, distil=config.loss != "infonce")
+    train_qrels, dev_qrels, texts = data.train_qrels, data.dev_qrels, data.texts
+    run, first_stage, teacher, skipped = data.candidates, data.first_stage, data.teacher, data.skipped
 
     clusters = None
     if config.sampling == "tasb":

@@ -14,9 +14,12 @@ from pretriever.training.biencoder import BIENCODER, TrainConfig
 from pretriever.training.colbert import COLBERT
 from pretriever.training.pretrain.pretrainer import PRETRAINER
 from pretriever.training.reranker import RERANKER
+from pretriever.training.sparse import SPARSE, SPARSE_PRETRAINER
 from pretriever.training.trainer import Trainer, TrainingReport, fit
 
-TRAINERS: dict[str, Trainer] = {t.name: t for t in (BIENCODER, ADORE, RERANKER, PRETRAINER, COLBERT)}
+TRAINERS: dict[str, Trainer] = {
+    t.name: t for t in (BIENCODER, ADORE, RERANKER, PRETRAINER, COLBERT, SPARSE, SPARSE_PRETRAINER)
+}
 
 
 def train(config: TrainConfig, *, progress: bool = True, stop_after: int | None = None,

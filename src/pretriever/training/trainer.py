@@ -92,9 +92,9 @@ class Plan:
 class Trainer:
     """A trainer: its name, its config class, its ``setup`` and the command line that runs it
     (``command``, for tools that run trainers as a user would). ``model`` says what it trains (a
-    "bi-encoder" or a "cross-encoder"), ``provenance_key`` names the manifest section it writes,
-    ``config_file`` the file holding the resolved config, and ``outputs(config)`` every folder it
-    creates (refused up front if one exists)."""
+    "bi-encoder", a "cross-encoder" or a "sparse" encoder), ``provenance_key`` names the manifest
+    section it writes, ``config_file`` the file holding the resolved config, and
+    ``outputs(config)`` every folder it creates (refused up front if one exists)."""
 
     name: str
     config: type

@@ -148,6 +148,35 @@ class LexicalTeacher:
         return out
 
 
+def epoch_docs(docs: Sequence[Doc], max_examples: int | None, seed: int, epoch: int) -> list[Doc]:
+    """The documents an epoch draws pseudo-queries from: a seeded sample of ``max_examples`` (only
+    the pseudo-queries that can be kept are scored), or all of them."""
+    if max_examples is None:
+        return list(docs)
+    keep = rng_for(seed, epoch, "lexical:docs").permutation(len(docs))
+    return [docs[i] for i in sorted(keep[:max_examples])]
+
+
+def batch_order(lists: Sequence[ScoredList], batch_size: int, topic_batches: bool,
+                rng: np.random.Generator) -> np.ndarray:
+    """The order batches are cut from: runs of one topic cluster of pseudo-queries (their teacher
+    vectors) when ``topic_batches``, else a seeded shuffle."""
+    if not topic_batches or len(lists) < 2:
+        return rng.permutation(len(lists))
+    from pretriever.training.clustering import topic_order
+
+    return topic_order(np.stack([ex.vector for ex in lists]), batch_size, rng)
+
+
+def inbatch_targets(teacher: LexicalTeacher, batch: Sequence[ScoredList]) -> tuple[list[int], np.ndarray]:
+    """In-batch distillation's targets: the rows (in the batch's documents, each list's candidates
+    in turn) of every distinct document, and the teacher's scores of each query against them."""
+    ids = [doc for ex in batch for doc in ex.doc_ids]
+    first = {doc: j for j, doc in reversed(list(enumerate(ids)))}
+    keep = sorted(first.values())
+    return keep, teacher.batch_scores(batch, [ids[j] for j in keep])
+
+
 def lexical_lists(docs: Sequence[Doc], teacher: LexicalTeacher, *, negatives: int = 1, seed: int = 42,
                   epoch: int = 0) -> list[ScoredList]:
     """One example per document with a pseudo-query and at least ``1 + negatives`` candidates."""
@@ -181,19 +210,12 @@ class Lexical(Task):
                                       progress=context.progress)
 
     def examples(self, epoch: int) -> list[ScoredList]:
-        docs = self.context.docs
-        if self.context.max_examples is not None:  # score only the pseudo-queries that can be kept
-            keep = rng_for(self.context.seed, epoch, "lexical:docs").permutation(len(docs))
-            docs = [docs[i] for i in sorted(keep[: self.context.max_examples])]
+        docs = epoch_docs(self.context.docs, self.context.max_examples, self.context.seed, epoch)
         return lexical_lists(docs, self.teacher, negatives=self.options.negatives, seed=self.context.seed,
                              epoch=epoch)
 
     def order(self, examples: list[ScoredList], rng: np.random.Generator) -> np.ndarray:
-        if not self.options.topic_batches or len(examples) < 2:
-            return rng.permutation(len(examples))
-        from pretriever.training.clustering import topic_order
-
-        return topic_order(np.stack([ex.vector for ex in examples]), self.context.batch_size, rng)
+        return batch_order(examples, self.context.batch_size, self.options.topic_batches, rng)
 
     def tokens_per_step(self, batch_size: int, max_length: int, query_max_length: int) -> int:
         return batch_size * (query_max_length + (1 + self.options.negatives) * max_length)
@@ -206,11 +228,8 @@ class Lexical(Task):
 
         teacher_scores = torch.tensor([ex.scores for ex in batch], device=student.device)
         every, keep = None, []
-        if self.options.inbatch:  # every distinct document of the batch, scored by the teacher
-            ids = [doc for ex in batch for doc in ex.doc_ids]
-            first = {doc: j for j, doc in reversed(list(enumerate(ids)))}
-            keep = sorted(first.values())
-            scores = self.teacher.batch_scores(batch, [ids[j] for j in keep])
+        if self.options.inbatch:
+            keep, scores = inbatch_targets(self.teacher, batch)
             every = torch.tensor(scores, device=student.device)
 
         def lexical_loss(reps: list[Any]) -> Any:

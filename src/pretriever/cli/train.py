@@ -187,10 +187,7 @@ def run_train(args: argparse.Namespace) -> int:
     config = build_config(TrainConfig, args.config, sets=args.sets, loss=args.loss, teacher=args.teacher,
                           sampling=args.sampling, grad_cache=args.grad_cache, **_common_settings(args))
     report = train(config, progress=show_progress(args), overwrite=args.overwrite, log=info)
-    counts = report.counts
-    print(f"trained bi-encoder on {counts['train_queries']:,} queries ({counts['examples_per_epoch']:,} "
-          f"examples/epoch, {report.loop.steps} steps, {report.loop.examples_per_second:.1f} examples/s)"
-          f"{_dev_summary(report.loop)} -> {report.folder}")
+    print(_trained("bi-encoder", report))
     return 0
 
 
@@ -207,11 +204,7 @@ def run_sparse(args: argparse.Namespace) -> int:
     config = build_config(SparseTrainConfig, args.config, sets=args.sets, loss=args.loss,
                           teacher=args.teacher, **_common_settings(args))
     report = train_sparse(config, progress=show_progress(args), overwrite=args.overwrite, log=info)
-    counts = report.counts
-    print(f"trained a sparse encoder on {counts['train_queries']:,} queries "
-          f"({counts['examples_per_epoch']:,} examples/epoch, {report.loop.steps} steps, "
-          f"{report.loop.examples_per_second:.1f} examples/s)"
-          f"{_dev_summary(report.loop)} -> {report.folder}")
+    print(_trained("a sparse encoder", report))
     return 0
 
 
@@ -222,10 +215,7 @@ def run_colbert(args: argparse.Namespace) -> int:
     config = build_config(ColBERTConfig, args.config, sets=args.sets, loss=args.loss, teacher=args.teacher,
                           sampling=args.sampling, **_common_settings(args))
     report = train_colbert(config, progress=show_progress(args), overwrite=args.overwrite, log=info)
-    counts = report.counts
-    print(f"trained ColBERT on {counts['train_queries']:,} queries ({counts['examples_per_epoch']:,} "
-          f"examples/epoch, {report.loop.steps} steps, {report.loop.examples_per_second:.1f} examples/s)"
-          f"{_dev_summary(report.loop)} -> {report.folder}")
+    print(_trained("ColBERT", report))
     return 0
 
 
@@ -235,11 +225,16 @@ def run_reranker(args: argparse.Namespace) -> int:
 
     config = build_config(RerankerConfig, args.config, sets=args.sets, **_common_settings(args))
     report = train_reranker(config, progress=show_progress(args), overwrite=args.overwrite, log=info)
-    counts = report.counts
-    print(f"trained reranker on {counts['train_queries']:,} queries ({counts['examples_per_epoch']:,} "
-          f"groups/epoch, {report.loop.steps} steps, {report.loop.examples_per_second:.1f} pairs/s)"
-          f"{_dev_summary(report.loop)} -> {report.folder}")
+    print(_trained("reranker", report, examples="groups", rate="pairs"))
     return 0
+
+
+def _trained(what: str, report, examples: str = "examples", rate: str = "examples") -> str:
+    """The line a trainer command prints: what it trained on, how fast, the dev scores, where."""
+    counts, loop = report.counts, report.loop
+    return (f"trained {what} on {counts['train_queries']:,} queries ({counts['examples_per_epoch']:,} "
+            f"{examples}/epoch, {loop.steps} steps, {loop.examples_per_second:.1f} {rate}/s)"
+            f"{_dev_summary(loop)} -> {report.folder}")
 
 
 def _dev_summary(loop) -> str:  # LoopResult -> "; dev nDCG@10 a -> b (step n)"
